@@ -1,0 +1,187 @@
+package bridge
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Handler receives the messages of a subscription. It must not modify the
+// message's slices.
+type Handler func(Message)
+
+// SubOptions shapes a subscription.
+type SubOptions struct {
+	// QoS is the maximum QoS of delivered messages (the QoS field of each
+	// Message is lowered to it), as in an MQTT SUBSCRIBE.
+	QoS byte
+	// Queue is the number of messages waiting for the handler. With 0 the
+	// handler runs on the publisher's goroutine and must never block; with
+	// more, one goroutine per subscription runs the handler.
+	Queue int
+	// Block makes a full queue hold the publisher until there is room, the
+	// subscription closes or BlockTimeout passes, instead of dropping the
+	// message at once. Use it for at-least-once consumers (replies,
+	// egress); it slows only the publishers of matching messages.
+	Block bool
+	// BlockTimeout bounds how long one publish waits for room; 0 means 5s.
+	BlockTimeout time.Duration
+	// NoRetained skips the retained messages normally delivered first.
+	NoRetained bool
+}
+
+// Subscription is one active subscription; Close ends it.
+type Subscription struct {
+	b       *Broker
+	id      int
+	filter  string
+	opts    SubOptions
+	fn      Handler
+	queue   chan Message
+	done    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+	dropped atomic.Int64
+}
+
+// Subscribe registers fn for every message matching filter. Retained
+// messages matching it are delivered first (unless opts.NoRetained), with
+// Retain set; later messages have Retain false, as an MQTT subscriber without
+// Retain As Published sees them [MQTT-3.3.1-12].
+func (b *Broker) Subscribe(filter string, opts SubOptions, fn Handler) (*Subscription, error) {
+	if err := ValidateFilter(filter); err != nil {
+		return nil, err
+	}
+	if opts.QoS > 2 {
+		return nil, ErrInvalidQoS
+	}
+	if opts.BlockTimeout <= 0 {
+		opts.BlockTimeout = 5 * time.Second
+	}
+	s := &Subscription{b: b, filter: filter, opts: opts, fn: fn, done: make(chan struct{}), stopped: make(chan struct{})}
+	if opts.Queue > 0 {
+		s.queue = make(chan Message, opts.Queue)
+		go s.run()
+	} else {
+		close(s.stopped)
+	}
+
+	b.mu.Lock()
+	if !b.Running() {
+		b.mu.Unlock()
+		s.Close()
+		return nil, ErrClosed
+	}
+	b.nextSub++
+	s.id = b.nextSub
+	b.subs[s.id] = s
+	b.mu.Unlock()
+
+	// Inline subscriptions straight on the topic index: no hooks run, so the
+	// storage hook never records the gateway's own subscriptions.
+	b.srv.Topics.InlineSubscribe(mqtt.InlineSubscription{
+		Subscription: packets.Subscription{Filter: filter, Identifier: s.id, Qos: opts.QoS},
+		Handler: func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			m := fromPacket(pk, time.Now())
+			m.Retain = false
+			s.deliver(m)
+		},
+	})
+	if !opts.NoRetained {
+		for _, pk := range b.srv.Topics.Messages(filter) {
+			m := fromPacket(pk, time.Now())
+			m.Retain = true
+			s.deliver(m)
+		}
+	}
+	return s, nil
+}
+
+// deliver passes one message to the handler or its queue.
+func (s *Subscription) deliver(m Message) {
+	if m.QoS > s.opts.QoS {
+		m.QoS = s.opts.QoS
+	}
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	if s.queue == nil {
+		s.fn(m)
+		return
+	}
+	select {
+	case s.queue <- m:
+		return
+	default:
+	}
+	if !s.opts.Block {
+		s.dropped.Add(1)
+		return
+	}
+	t := time.NewTimer(s.opts.BlockTimeout)
+	defer t.Stop()
+	select {
+	case s.queue <- m:
+	case <-s.done:
+	case <-t.C:
+		s.dropped.Add(1)
+	}
+}
+
+func (s *Subscription) run() {
+	defer close(s.stopped)
+	for {
+		select {
+		case <-s.done:
+			return
+		case m := <-s.queue:
+			s.fn(m)
+		}
+	}
+}
+
+// Filter is the subscription's topic filter.
+func (s *Subscription) Filter() string { return s.filter }
+
+// Dropped counts messages lost to a full queue.
+func (s *Subscription) Dropped() int64 { return s.dropped.Load() }
+
+// Close removes the subscription from the broker and waits for a running
+// handler call to return. Messages still queued are discarded. It is
+// idempotent and must not be called from inside the handler itself (use
+// CloseAsync there).
+func (s *Subscription) Close() {
+	s.CloseAsync()
+	<-s.stopped
+}
+
+// CloseAsync is Close without waiting for the handler goroutine to end.
+func (s *Subscription) CloseAsync() {
+	s.once.Do(func() {
+		close(s.done)
+		if s.id == 0 {
+			return
+		}
+		s.b.srv.Topics.InlineUnsubscribe(s.id, s.filter)
+		s.b.mu.Lock()
+		delete(s.b.subs, s.id)
+		s.b.mu.Unlock()
+	})
+}
+
+// Wait blocks until the handler goroutine has ended after Close or CloseAsync,
+// or ctx ends.
+func (s *Subscription) Wait(ctx context.Context) error {
+	select {
+	case <-s.stopped:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
