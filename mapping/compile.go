@@ -457,9 +457,12 @@ func (c *compiler) route(i int, s *RouteSpec) *Route {
 	r.ContentType = s.ContentType
 	if s.ContentType != "" {
 		mt, _, err := mime.ParseMediaType(s.ContentType)
+		typ, sub, _ := strings.Cut(mt, "/")
 		switch {
 		case err != nil:
 			c.add(p+".content_type", name, "invalid media type %q: %v", s.ContentType, err)
+		case typ == "" || sub == "":
+			c.add(p+".content_type", name, "invalid media type %q: want type/subtype, e.g. application/json", s.ContentType)
 		case outType != "" && mt != outType:
 			c.add(p+".content_type", name, "%q contradicts transform %s, which produces %s", s.ContentType, s.Transform, outType)
 		}
