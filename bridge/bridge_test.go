@@ -13,7 +13,10 @@ import (
 	"github.com/edgebridge/gateway/internal/mqtttest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// leakOptions grows in files with build tags that link leaky libraries.
+var leakOptions []goleak.Option
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOptions...) }
 
 // start runs a broker with one TCP listener on a free port.
 func start(t *testing.T, cfg bridge.Config) (*bridge.Broker, string) {
