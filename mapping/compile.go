@@ -195,28 +195,42 @@ func match(routes []*Route, method, path string, get func(*Route) (*Template, []
 
 // RouteInfo describes a route for GET /routes.
 type RouteInfo struct {
-	Name        string        `json:"name"`
-	HTTP        *EndpointInfo `json:"http,omitempty"`
-	CoAP        *EndpointInfo `json:"coap,omitempty"`
-	Topic       string        `json:"topic"`
-	Filter      string        `json:"filter"` // MQTT filter of the topic template
-	QoS         int           `json:"qos"`
-	Retain      bool          `json:"retain"`
-	ContentType string        `json:"content_type,omitempty"`
-	Transform   string        `json:"transform,omitempty"`
-	Reply       *ReplyInfo    `json:"reply,omitempty"`
+	// Name is the route's name.
+	Name string `json:"name"`
+	// HTTP is the HTTP side, if any.
+	HTTP *EndpointInfo `json:"http,omitempty"`
+	// CoAP is the CoAP side, if any.
+	CoAP *EndpointInfo `json:"coap,omitempty"`
+	// Topic is the topic template.
+	Topic string `json:"topic"`
+	// Filter is the MQTT filter of the topic template.
+	Filter string `json:"filter"`
+	// QoS of publishes.
+	QoS int `json:"qos"`
+	// Retain of publishes.
+	Retain bool `json:"retain"`
+	// ContentType of publishes.
+	ContentType string `json:"content_type,omitempty"`
+	// Transform applied to request payloads.
+	Transform string `json:"transform,omitempty"`
+	// Reply is set for request/response routes.
+	Reply *ReplyInfo `json:"reply,omitempty"`
 }
 
 // EndpointInfo describes a route's HTTP or CoAP side.
 type EndpointInfo struct {
-	Path    string   `json:"path"`
+	// Path is the path template.
+	Path string `json:"path"`
+	// Methods are the allowed methods.
 	Methods []string `json:"methods"`
 }
 
 // ReplyInfo describes a request/response route's reply side.
 type ReplyInfo struct {
-	Topic   string `json:"topic,omitempty"` // empty: per-request reply topic
-	Timeout string `json:"timeout"`         // Go duration, e.g. "5s"
+	// Topic is the reply topic template; empty means per-request.
+	Topic string `json:"topic,omitempty"`
+	// Timeout is a Go duration, e.g. "5s".
+	Timeout string `json:"timeout"`
 }
 
 // Describe returns a JSON-friendly description of the table, in config
@@ -580,8 +594,12 @@ func (c *compiler) endpoint(p string, r *Route, pr protocol, path string, method
 			clash[prev.route] = append(clash[prev.route], m)
 		}
 		for _, o := range others {
-			c.add(key+".path", name, "%s %s is also claimed by routes[%d] %q (%s.path %q)",
-				strings.Join(clash[o.route], ", "), path, o.route.Index, o.route.Name, pr.key, o.path)
+			who := "routes[" + strconv.Itoa(o.route.Index) + "]"
+			if o.route.Name != "" {
+				who += " " + strconv.Quote(o.route.Name)
+			}
+			c.add(key+".path", name, "%s %s is also claimed by %s (%s.path %q)",
+				strings.Join(clash[o.route], ", "), path, who, pr.key, o.path)
 		}
 	}
 	return tpl, ms

@@ -139,7 +139,7 @@ func TestCompileErrors(t *testing.T) {
 		{"reserved coap prefixes", []RouteSpec{
 			ingress("a", "", "/ps/{x}", "a/{x}"),
 			ingress("b", "", "/.well-known/core", "b"),
-			ingress("c", "/ps/{x}", "", "c/{x}"), // /ps is free on HTTP
+			ingress("c", "/ps/{x}", "", "c/{x}"),     // /ps is free on HTTP
 			ingress("d", "", "/topics/{x}", "d/{x}"), // and /topics on CoAP
 		}, []string{
 			`routes[0].coap.path | routes[0] "a": coap.path: path "/ps/{x}" collides with the gateway's generic endpoint /ps/`,

@@ -73,41 +73,59 @@ type ReplySpec struct {
 
 // HTTPOutSpec is an egress route's `http_out:` key (parsed, not supported yet).
 type HTTPOutSpec struct {
-	URL     string            `yaml:"url" json:"url"`
-	Method  string            `yaml:"method" json:"method,omitempty"`
+	// URL is the endpoint template, e.g. "https://ops.example/hooks/{site}".
+	URL string `yaml:"url" json:"url"`
+	// Method is the HTTP method, e.g. POST.
+	Method string `yaml:"method" json:"method,omitempty"`
+	// Headers are added to each request.
 	Headers map[string]string `yaml:"headers" json:"headers,omitempty"`
-	Body    string            `yaml:"body" json:"body,omitempty"` // raw or envelope
-	Retry   *RetrySpec        `yaml:"retry" json:"retry,omitempty"`
+	// Body is "raw" (the payload) or "envelope" (SPEC §8).
+	Body string `yaml:"body" json:"body,omitempty"`
+	// Retry is the retry policy for failed deliveries.
+	Retry *RetrySpec `yaml:"retry" json:"retry,omitempty"`
 }
 
 // RetrySpec is an egress retry policy (parsed, not supported yet).
 type RetrySpec struct {
-	MaxAttempts int    `yaml:"max_attempts" json:"max_attempts,omitempty"`
-	Backoff     string `yaml:"backoff" json:"backoff,omitempty"` // e.g. "1s..1m"
+	// MaxAttempts bounds the delivery attempts.
+	MaxAttempts int `yaml:"max_attempts" json:"max_attempts,omitempty"`
+	// Backoff is the range of waits between attempts, e.g. "1s..1m".
+	Backoff string `yaml:"backoff" json:"backoff,omitempty"`
 }
 
 // CoAPOutSpec is an egress route's `coap_out:` key (parsed, not supported yet).
 type CoAPOutSpec struct {
-	URL         string   `yaml:"url" json:"url"`
-	Method      string   `yaml:"method" json:"method,omitempty"`
-	Confirmable bool     `yaml:"confirmable" json:"confirmable,omitempty"`
-	PSK         *PSKSpec `yaml:"psk" json:"psk,omitempty"`
+	// URL is the device URL template, e.g. "coaps://{dev}.lan:5684/valve".
+	URL string `yaml:"url" json:"url"`
+	// Method is the CoAP method, e.g. PUT.
+	Method string `yaml:"method" json:"method,omitempty"`
+	// Confirmable sends CON requests.
+	Confirmable bool `yaml:"confirmable" json:"confirmable,omitempty"`
+	// PSK is the DTLS pre-shared key for coaps:// URLs.
+	PSK *PSKSpec `yaml:"psk" json:"psk,omitempty"`
 }
 
 // PSKSpec is a DTLS pre-shared key for coap_out (parsed, not supported yet).
 // The key is given inline, from a file or from an environment variable.
 type PSKSpec struct {
-	Identity   string `yaml:"identity" json:"identity"`
-	KeyHex     string `yaml:"key_hex" json:"-"`
+	// Identity is the PSK identity.
+	Identity string `yaml:"identity" json:"identity"`
+	// KeyHex is the key, hex-encoded.
+	KeyHex string `yaml:"key_hex" json:"-"`
+	// KeyHexFile names a file holding the hex key.
 	KeyHexFile string `yaml:"key_hex_file" json:"-"`
-	KeyHexEnv  string `yaml:"key_hex_env" json:"-"`
+	// KeyHexEnv names an environment variable holding the hex key.
+	KeyHexEnv string `yaml:"key_hex_env" json:"-"`
 }
 
 // SourceSpec is a source route's `source:` key (parsed, not supported yet).
 type SourceSpec struct {
-	CoAPObserve string   `yaml:"coap_observe" json:"coap_observe,omitempty"`
-	HTTPPoll    string   `yaml:"http_poll" json:"http_poll,omitempty"`
-	Interval    Duration `yaml:"interval" json:"interval,omitempty"`
+	// CoAPObserve is a CoAP URL to observe (RFC 7641).
+	CoAPObserve string `yaml:"coap_observe" json:"coap_observe,omitempty"`
+	// HTTPPoll is an HTTP URL to poll.
+	HTTPPoll string `yaml:"http_poll" json:"http_poll,omitempty"`
+	// Interval between polls.
+	Interval Duration `yaml:"interval" json:"interval,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("5s",

@@ -498,7 +498,10 @@ func (t *Template) checkValue(sg segment, v string) error {
 
 // Var is one captured variable.
 type Var struct {
-	Name, Value string
+	// Name is the variable's name, without braces.
+	Name string
+	// Value is what it captured or is to fill in.
+	Value string
 }
 
 // Vars holds up to [MaxVars] variables in a fixed array, so that matching
