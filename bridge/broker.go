@@ -86,7 +86,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	if cfg.DataDir != "" {
-		if err := addStorage(srv, cfg.DataDir); err != nil {
+		if err := addStorage(srv, cfg.DataDir, log.With("component", "storage")); err != nil {
 			return nil, err
 		}
 	}

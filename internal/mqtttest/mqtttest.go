@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/net/websocket"
 )
 
 // Timeout bounds every wait in this package.
@@ -209,5 +210,24 @@ func (c *Client3) Next() mqtt3.Message {
 	case <-time.After(Timeout):
 		c.t.Fatalf("no message within %v", Timeout)
 		return nil
+	}
+}
+
+// WebSocket returns a Dialer for Options that speaks MQTT over WebSocket
+// (subprotocol "mqtt", binary frames) to url, e.g. ws://127.0.0.1:8083/mqtt.
+func WebSocket(url string) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		cfg, err := websocket.NewConfig(url, "http://127.0.0.1/")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Protocol = []string{"mqtt"}
+		cfg.Dialer = &net.Dialer{Timeout: Timeout}
+		c, err := websocket.DialConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.PayloadType = websocket.BinaryFrame
+		return c, nil
 	}
 }
