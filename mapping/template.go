@@ -285,6 +285,35 @@ func (t *Template) IsRest(name string) bool {
 	return last.kind == segRest && last.text == name
 }
 
+// Segment is one level of a template, for adapters that translate a
+// template into their router's own pattern syntax (e.g. "{x...}" into chi's
+// "*"). Exactly one of Literal and Var is meaningful.
+type Segment struct {
+	// Literal is the level's fixed text when Var is "".
+	Literal string
+	// Var is the variable's name, "" for a literal level.
+	Var string
+	// Rest is true for "{Var...}", which is always the last segment.
+	Rest bool
+}
+
+// Segments returns t's levels (path segments after the leading "/"; none for
+// the root path "/").
+func (t *Template) Segments() []Segment {
+	out := make([]Segment, len(t.segs))
+	for i, sg := range t.segs {
+		switch sg.kind {
+		case segLiteral:
+			out[i] = Segment{Literal: sg.text}
+		case segOne:
+			out[i] = Segment{Var: sg.text}
+		case segRest:
+			out[i] = Segment{Var: sg.text, Rest: true}
+		}
+	}
+	return out
+}
+
 // Filter returns the MQTT subscription filter for a topic template: each
 // "{x}" becomes "+" and "{x...}" becomes "#". For a path template it returns
 // "". See the package documentation for how "{x...}" and "#" differ.

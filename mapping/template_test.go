@@ -335,3 +335,17 @@ func TestVars(t *testing.T) {
 		t.Fatal("Get after Reset")
 	}
 }
+
+func TestSegments(t *testing.T) {
+	got := MustParsePathTemplate("/a/{x}/{r...}").Segments()
+	want := []Segment{{Literal: "a"}, {Var: "x"}, {Var: "r", Rest: true}}
+	if !slices.Equal(got, want) {
+		t.Errorf("Segments = %+v", got)
+	}
+	if n := len(MustParsePathTemplate("/").Segments()); n != 0 {
+		t.Errorf("root has %d segments", n)
+	}
+	if got := MustParseTopicTemplate("/{x}").Segments(); !slices.Equal(got, []Segment{{}, {Var: "x"}}) {
+		t.Errorf("topic Segments = %+v", got)
+	}
+}
