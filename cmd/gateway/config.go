@@ -456,27 +456,29 @@ func loadDTLSCert(dir string, d *DTLSConfig) (tls.Certificate, error) {
 
 // key returns the PSK's bytes from whichever source is set (exactly one).
 func (p PSKConfig) key(dir string) ([]byte, error) {
-	var txt string
 	n := 0
-	if p.KeyHex != "" {
-		txt, n = p.KeyHex, n+1
+	for _, v := range []string{p.KeyHex, p.KeyHexFile, p.KeyHexEnv} {
+		if v != "" {
+			n++
+		}
 	}
-	if p.KeyHexFile != "" {
+	if n != 1 {
+		return nil, fmt.Errorf("give exactly one of key_hex, key_hex_file, key_hex_env")
+	}
+	txt := p.KeyHex
+	switch {
+	case p.KeyHexFile != "":
 		b, err := os.ReadFile(resolve(dir, p.KeyHexFile))
 		if err != nil {
 			return nil, fmt.Errorf("key_hex_file: %w", err)
 		}
-		txt, n = strings.TrimSpace(string(b)), n+1
-	}
-	if p.KeyHexEnv != "" {
+		txt = strings.TrimSpace(string(b))
+	case p.KeyHexEnv != "":
 		v, ok := os.LookupEnv(p.KeyHexEnv)
 		if !ok {
 			return nil, fmt.Errorf("key_hex_env: environment variable %s is not set", p.KeyHexEnv)
 		}
-		txt, n = v, n+1
-	}
-	if n != 1 {
-		return nil, fmt.Errorf("give exactly one of key_hex, key_hex_file, key_hex_env")
+		txt = v
 	}
 	k, err := hex.DecodeString(txt)
 	if err != nil || len(k) == 0 {
