@@ -100,7 +100,7 @@ func (l *wsListener) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered with an HTTP error
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := l.establish(l.id, &wsConn{Conn: c.NetConn(), c: c}); err != nil {
 		l.log.Debug("websocket client ended", "error", err)
 	}

@@ -212,15 +212,14 @@ func (s *store) takePending() ([]storage.Message, error) {
 func scan[T any, P interface {
 	*T
 	UnmarshalBinary([]byte) error
-}](db *pebble.DB, log *slog.Logger, prefix string) ([]T, error) {
+}](db *pebble.DB, log *slog.Logger, prefix string) (out []T, err error) {
 	lower := []byte(prefix + "_")
 	upper := []byte(prefix + "`") // '`' follows '_'
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, err
 	}
-	defer it.Close()
-	var out []T
+	defer func() { err = errors.Join(err, it.Close()) }()
 	for it.First(); it.Valid(); it.Next() {
 		var v T
 		if err := P(&v).UnmarshalBinary(it.Value()); err != nil {

@@ -96,7 +96,9 @@ func startBinary(t *testing.T, args ...string) *proc {
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-p.done
+			if err := <-p.done; err != nil {
+				t.Logf("gateway killed at cleanup: %v", err)
+			}
 		}
 	})
 	deadline := time.After(15 * time.Second)
