@@ -301,3 +301,93 @@ func TestBinaryWithMosquittoClients(t *testing.T) {
 		t.Fatalf("retained: %v %q", err, out)
 	}
 }
+
+// mosquittoSubOne starts mosquitto_sub for one message on topic and returns a
+// function that waits for its "topic payload" line.
+func mosquittoSubOne(t *testing.T, addr, topic string) func() string {
+	t.Helper()
+	subBin := requireTool(t, "mosquitto_sub")
+	host, port, _ := strings.Cut(addr, ":")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cmd := exec.CommandContext(ctx, subBin, "-h", host, "-p", port, "-V", "mqttv5", "-q", "1", "-t", topic, "-C", "1",
+		"-F", "%t %p %C")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// mosquitto_sub has no "subscribed" signal; its SUBSCRIBE is on the
+	// wire well within this on loopback, and the test fails loudly if not.
+	time.Sleep(300 * time.Millisecond)
+	return func() string {
+		defer cancel()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("mosquitto_sub: %v %q", err, out.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+}
+
+func TestBinaryHTTPWithCurl(t *testing.T) {
+	curl := requireTool(t, "curl")
+	p := startBinary(t)
+	base := "http://" + p.addrs["http/http"]
+	wait := mosquittoSubOne(t, p.addrs["mqtt/tcp"], "web/+/t")
+	out, err := exec.Command(curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+		"-H", "Content-Type: text/plain", "--data-binary", "21.5", base+"/topics/web/1/t").CombinedOutput()
+	if err != nil || string(out) != "204" {
+		t.Fatalf("curl POST: %v %q", err, out)
+	}
+	if got := wait(); got != "web/1/t 21.5 text/plain" {
+		t.Fatalf("mosquitto_sub got %q", got)
+	}
+	out, err = exec.Command(curl, "-sS", "-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", `{"on":true}`,
+		"-o", "/dev/null", "-w", "%{http_code}", base+"/topics/web/lamp").CombinedOutput()
+	if err != nil || string(out) != "204" {
+		t.Fatalf("curl PUT: %v %q", err, out)
+	}
+	out, err = exec.Command(curl, "-sS", "-w", " %{content_type}", base+"/topics/web/lamp").CombinedOutput()
+	if err != nil || string(out) != `{"on":true} application/json` {
+		t.Fatalf("curl GET: %v %q", err, out)
+	}
+	out, err = exec.Command(curl, "-sS", "-w", " %{http_code} %{content_type}", base+"/topics/web/none").CombinedOutput()
+	if err != nil || !strings.HasSuffix(string(out), " 404 application/problem+json") {
+		t.Fatalf("curl GET missing: %v %q", err, out)
+	}
+}
+
+// coapCode reads the response code out of libcoap's verbose output
+// (coap-client exits 0 even on 4.xx).
+func coapCode(out string) string {
+	for _, f := range strings.Fields(out) {
+		if len(f) == 4 && f[1] == '.' && (f[0] == '2' || f[0] == '4' || f[0] == '5') {
+			return f
+		}
+	}
+	return ""
+}
+
+func TestBinaryCoAPWithLibcoap(t *testing.T) {
+	client := requireTool(t, "coap-client-openssl")
+	p := startBinary(t)
+	base := "coap://" + p.addrs["coap/udp"]
+	wait := mosquittoSubOne(t, p.addrs["mqtt/tcp"], "coap/+/t")
+	out, err := exec.Command(client, "-m", "post", "-t", "text/plain", "-e", "19.5", base+"/ps/coap/7/t").CombinedOutput()
+	if err != nil {
+		t.Fatalf("coap-client POST: %v %s", err, out)
+	}
+	if got := wait(); got != "coap/7/t 19.5 text/plain" {
+		t.Fatalf("mosquitto_sub got %q (coap-client said %q)", got, out)
+	}
+	if out, err := exec.Command(client, "-m", "put", "-e", "open", base+"/ps/coap/valve").CombinedOutput(); err != nil {
+		t.Fatalf("coap-client PUT: %v %s", err, out)
+	}
+	out, err = exec.Command(client, "-m", "get", base+"/ps/coap/valve").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "open" {
+		t.Fatalf("coap-client GET: %v %q", err, out)
+	}
+	out, _ = exec.Command(client, "-m", "get", "-v", "7", base+"/ps/coap/none").CombinedOutput()
+	if code := coapCode(string(out)); code != "4.04" {
+		t.Fatalf("GET of a topic without retained message: code %q in\n%s", code, out)
+	}
+}

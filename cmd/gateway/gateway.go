@@ -7,7 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 
+	coapadapter "github.com/edgebridge/gateway/adapters/coap"
+	httpadapter "github.com/edgebridge/gateway/adapters/http"
 	"github.com/edgebridge/gateway/bridge"
 )
 
@@ -20,6 +23,9 @@ type gateway struct {
 	broker *bridge.Broker
 	// services after the broker, in start order.
 	services []service
+	http     *httpadapter.Server // nil when off
+	coap     *coapadapter.Server // nil when off
+	started  atomic.Bool
 }
 
 // service is what every adapter offers main.
@@ -93,12 +99,14 @@ func (g *gateway) start(ctx context.Context) error {
 		}
 	}
 	g.logAdapterAddrs()
+	g.started.Store(true)
 	return nil
 }
 
 // shutdown drains the adapters (in-flight requests finish), then stops the
 // broker, which flushes storage.
 func (g *gateway) shutdown(ctx context.Context) error {
+	g.started.Store(false)
 	var errs []error
 	for i := len(g.services) - 1; i >= 0; i-- {
 		if err := g.services[i].Shutdown(ctx); err != nil {
