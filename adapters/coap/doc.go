@@ -1,0 +1,33 @@
+// Package coapadapter is the gateway's CoAP adapter: constrained devices
+// publish, read and observe MQTT topics over CoAP on UDP (RFC 7252), DTLS
+// (PSK and ECDSA certificates, RFC 9146 connection IDs) and TCP or TLS
+// (RFC 8323), all served by the same handlers.
+//
+// It owns the generic resource /ps/{topic} of SPEC §5 (each topic level one
+// Uri-Path option) and /.well-known/core (RFC 6690). POST publishes, PUT
+// publishes retained, DELETE clears the retained message, GET reads it and
+// GET with Observe registers an RFC 7641 observer fed by one shared bridge
+// subscription per filter, fanned out into a bounded queue per observer.
+//
+// The adapter reaches MQTT only through package bridge; it imports nothing
+// else of this project, and only cmd/gateway imports it.
+//
+// # Reusing the handlers (mapping layer)
+//
+// The request handlers are split from the /ps path parsing so that custom
+// routes can reuse them: (*Server).publish(ctx, req, topic, defaults),
+// (*Server).read(req, topic) and (*Server).observe(req, filter) take an
+// already resolved topic or filter. Extra resources are mounted with
+// (*Server).mount(prefix, handler) before Start; a mounted handler receives
+// every request whose Uri-Path starts with prefix, on every transport.
+// Config.ExtraLinks adds entries to /.well-known/core.
+//
+// # UDP fast path
+//
+// The plain UDP transport does not use go-coap's udp/server: that server
+// scans the whole response cache on every datagram (see README.md). Instead a
+// read loop of our own builds each peer from go-coap's public pieces
+// (udp/client.NewConnWithOpts with our Session and a time-bucketed
+// de-duplication cache), so RFC 7252 §4.5 de-duplication stays on and costs
+// O(1) per message.
+package coapadapter
