@@ -46,6 +46,8 @@ type Broker struct {
 	addrs   []Addr
 
 	state atomic.Int32 // 0 new, 1 running, 2 stopped
+
+	requests requests // request/response over MQTT (request.go)
 }
 
 // Addr is the bound address of one listener.
