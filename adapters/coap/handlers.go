@@ -57,6 +57,11 @@ func (s *Server) mount(prefix string, h routeHandler) {
 // serveCOAP is the one handler of every transport: it parses the path, checks
 // access and rate and dispatches.
 func (s *Server) serveCOAP(w mux.ResponseWriter, r *mux.Message) {
+	if c := r.Code(); c < codes.GET || c >= 32 {
+		// Empty ACK/RST and responses reach the handler after go-coap
+		// matched them to our notifications: nothing to answer.
+		return
+	}
 	p, _ := w.Conn().Context().Value(peerKey{}).(*peer)
 	if p == nil {
 		p = newPeer(s, "unknown", "") // cannot happen: every conn carries its peer

@@ -244,7 +244,7 @@ func (c *rawClient) recv(timeout time.Duration) ([]byte, message.Message, bool) 
 	if err != nil {
 		return nil, message.Message{}, false
 	}
-	var m message.Message
+	m := message.Message{Options: make(message.Options, 0, 16)}
 	if _, err := coder.DefaultCoder.Decode(buf[:n], &m); err != nil {
 		c.t.Fatalf("undecodable datagram %x: %v", buf[:n], err)
 	}

@@ -48,9 +48,9 @@ type observer struct {
 	active  bool // the registration response has been written
 	sending bool // a sender goroutine runs
 	ended   bool
-	seq     uint32   // last Observe value sent (24 bits)
+	seq     uint32          // last Observe value sent (24 bits)
 	lastBig *bridge.Message // last notification larger than one block
-	mids    [2]int32 // message IDs of the last notifications (RST matching)
+	mids    [2]int32        // message IDs of the last notifications (RST matching)
 	nmids   int
 }
 
@@ -326,10 +326,7 @@ func (o *observer) send(m bridge.Message, seq uint32) string {
 		if m.QoS > 0 {
 			typ, kind = message.Confirmable, "con"
 		}
-		msg.SetType(typ)
-		mid := p.getMID()
-		msg.SetMessageID(mid)
-		o.rememberMID(mid)
+		msg.SetType(typ) // the session records the message ID (peer.sent)
 	}
 	err := conn.WriteMessage(msg)
 	o.mu.Lock()

@@ -160,3 +160,19 @@ func certCN(raw [][]byte) string {
 	}
 	return c.Subject.CommonName
 }
+
+// sent sees every message written to a UDP or DTLS peer. It records the
+// message ID of each notification, so that an RST for it can be matched to
+// its observation: go-coap picks the ID itself (block-wise writes drop the
+// one the caller set).
+func (p *peer) sent(msg *pool.Message) {
+	if t := msg.Type(); (t != message.Confirmable && t != message.NonConfirmable) || !msg.HasOption(message.Observe) {
+		return
+	}
+	p.mu.Lock()
+	o := p.observers[string(msg.Token())]
+	p.mu.Unlock()
+	if o != nil {
+		o.rememberMID(msg.MessageID())
+	}
+}

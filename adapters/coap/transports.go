@@ -13,6 +13,7 @@ import (
 	dtls "github.com/pion/dtls/v3"
 	"github.com/pion/logging"
 	dtlsServer "github.com/plgd-dev/go-coap/v3/dtls/server"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/mux"
 	coapNet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
@@ -106,7 +107,10 @@ func (s *Server) serveDTLSConn(c net.Conn) {
 		}
 	}
 	p := newPeer(s, "dtls", dtlsIdentity(c))
-	sess := dtlsServer.NewSession(context.WithValue(s.ctx, peerKey{}, p), coapNet.NewConn(c), maxDatagram, udpClient.DefaultMTU, true)
+	sess := &dtlsSession{
+		Session: dtlsServer.NewSession(context.WithValue(s.ctx, peerKey{}, p), coapNet.NewConn(c), maxDatagram, udpClient.DefaultMTU, true),
+		p:       p,
+	}
 	cc := s.newDatagramConn(sess, p)
 	cc.AddOnClose(p.cleanup)
 	s.addPeer(p)
@@ -114,6 +118,18 @@ func (s *Server) serveDTLSConn(c net.Conn) {
 		s.coapErrors(fmt.Errorf("%v: dtls session: %w", c.RemoteAddr(), err))
 	}
 	p.cleanup()
+}
+
+// dtlsSession is go-coap's DTLS session with our write hook (peer.sent).
+type dtlsSession struct {
+	*dtlsServer.Session
+	p *peer
+}
+
+// WriteMessage records notification message IDs, then writes.
+func (s *dtlsSession) WriteMessage(req *pool.Message) error {
+	s.p.sent(req)
+	return s.Session.WriteMessage(req)
 }
 
 // serveTCP accepts CoAP over TCP (RFC 8323), or TLS, until the listener

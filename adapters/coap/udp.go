@@ -144,7 +144,7 @@ func (l *udpListener) peer(from netip.AddrPort) (*udpPeer, error) {
 // 5.03 with Max-Age, anything else is dropped.
 func (l *udpListener) refuse(d []byte, from netip.AddrPort, cause error) {
 	l.s.metrics.refused.Inc()
-	var m message.Message
+	m := message.Message{Options: make(message.Options, 0, 16)}
 	if _, err := coder.DefaultCoder.Decode(d, &m); err != nil || m.Type != message.Confirmable || m.Code < codes.GET || m.Code >= 32 {
 		return
 	}
@@ -207,7 +207,6 @@ func (s *Server) newDatagramConn(sess udpClient.Session, p *peer) *udpClient.Con
 	)
 	p.conn = cc
 	p.checkExp = cc.CheckExpirations
-	p.getMID = cc.GetMessageID
 	p.closeFn = cc.Close
 	return cc
 }
@@ -217,6 +216,7 @@ func (s *Server) newDatagramConn(sess udpClient.Session, p *peer) *udpClient.Con
 // callbacks in Close, since no per-peer read loop exists to do it.
 type udpSession struct {
 	l      *udpListener
+	p      *peer
 	raddr  netip.AddrPort
 	udpRA  *net.UDPAddr
 	ctx    atomic.Pointer[context.Context]
@@ -233,7 +233,7 @@ type peerKey struct{}
 
 func newUDPSession(l *udpListener, raddr netip.AddrPort, p *peer) *udpSession {
 	ctx, cancel := context.WithCancel(context.WithValue(l.s.ctx, peerKey{}, p))
-	s := &udpSession{l: l, raddr: raddr, udpRA: net.UDPAddrFromAddrPort(raddr), cancel: cancel, done: make(chan struct{})}
+	s := &udpSession{l: l, p: p, raddr: raddr, udpRA: net.UDPAddrFromAddrPort(raddr), cancel: cancel, done: make(chan struct{})}
 	s.ctx.Store(&ctx)
 	return s
 }
@@ -277,6 +277,7 @@ func (s *udpSession) WriteMessage(req *pool.Message) error {
 	if err != nil {
 		return err
 	}
+	s.p.sent(req)
 	_, err = s.l.conn.WriteToUDPAddrPort(data, s.raddr)
 	return err
 }
