@@ -29,13 +29,13 @@ type Message struct {
 // Sentinel errors of the bridge. Adapters map each to one status per protocol
 // (400/4.00 for ErrInvalidTopic, 503/5.03 for ErrClosed and ErrOverloaded).
 var (
-	// ErrInvalidTopic: a topic or filter breaks the MQTT topic rules.
+	// ErrInvalidTopic means a topic or filter breaks the MQTT topic rules.
 	ErrInvalidTopic = errors.New("invalid topic")
-	// ErrInvalidQoS: a QoS other than 0, 1 or 2.
+	// ErrInvalidQoS means a QoS other than 0, 1 or 2.
 	ErrInvalidQoS = errors.New("invalid qos")
-	// ErrClosed: the broker is not running (not started yet or shut down).
+	// ErrClosed means the broker is not running (not started yet or shut down).
 	ErrClosed = errors.New("broker is not running")
-	// ErrOverloaded: the broker refused the message for lack of capacity.
+	// ErrOverloaded means the broker refused the message for lack of capacity.
 	ErrOverloaded = errors.New("broker overloaded")
 )
 

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 )
 
-// ErrNoReply: a request's context ended before its reply arrived (504/5.04).
+// ErrNoReply means a request's context ended before its reply arrived (504/5.04).
 var ErrNoReply = errors.New("no reply before the timeout")
 
 // replyPrefix roots the per-request reply topics. '$' keeps them out of
