@@ -58,7 +58,8 @@ type Store struct {
 	quit    chan struct{} // closed by Close: committer and syncer stop
 	stopped chan struct{} // closed when the committer has returned
 	wg      sync.WaitGroup
-	dirty   atomic.Bool // unsynced writes exist
+	dirty   atomic.Bool   // unsynced writes exist
+	commits atomic.Uint64 // synced group commits, for tests
 
 	// dbMu guards the database handle against Close: every use holds it
 	// for reading and checks dbClosed.
@@ -342,6 +343,7 @@ func (s *Store) commit(reqs []*putReq) {
 			// Writes made before this point are covered by this sync.
 			s.dirty.Store(false)
 			err = b.Commit(pebble.Sync)
+			s.commits.Add(1)
 		}
 		s.dbMu.RUnlock()
 		if err != nil {
