@@ -25,11 +25,15 @@
 // # Durability and group commit
 //
 // Put returns only when the item is synced to disk. Puts do not sync one by
-// one: they go to the store's single committer goroutine, which takes every
-// Put waiting at that moment (up to 4096 items or 4 MiB), writes them in
-// one pebble batch and syncs once. While it waits for the disk, new Puts
-// gather for the next batch, so one fsync serves as many callers as the
-// load brings, across all queues of the store.
+// one: they go to the store's committer goroutine, which takes every Put
+// waiting at that moment (up to 4096 items or 4 MiB), writes them as one
+// pebble batch and applies it without waiting for the sync
+// (DB.ApplyNoSyncWait); a second goroutine waits for each batch's fsync in
+// order (Batch.SyncWait), files its items in their queues and answers the
+// Puts. Pebble's WAL writer syncs all batches applied during one fsync with
+// the next one, so one fsync serves as many callers as the load brings,
+// across all queues of the store, and the committer is never idle while
+// the disk works. Items become visible to Next only after their fsync.
 //
 // Ack, Retry and Fail write without waiting for the disk; the next group
 // commit or the store's syncer (every SyncInterval) makes them durable. A
@@ -57,9 +61,10 @@
 // # Bounds
 //
 // MaxItems and MaxBytes bound each queue. At a bound the Overflow policy
-// applies: RefuseNew makes Put return ErrFull, DropOldest deletes the
-// oldest item not in flight (in the same synced batch as the new one).
-// Both are counted (Stats.Refused, Stats.Dropped).
+// applies: RefuseNew makes Put return ErrFull (puts still on their way to
+// the disk count against the bounds); DropOldest accepts the new item and
+// deletes the oldest one not in flight once the new one is synced. Both are
+// counted (Stats.Refused, Stats.Dropped).
 //
 // # Metrics
 //

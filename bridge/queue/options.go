@@ -12,10 +12,11 @@ import (
 type Policy int
 
 const (
-	// DropOldest makes room by deleting the oldest item not being delivered
-	// (or, when every stored item is in flight, the oldest in-flight one; its
-	// later Ack, Retry or Fail then returns ErrUnknown). Each victim is
-	// counted in Stats.Dropped. Put does not fail for lack of room.
+	// DropOldest accepts every Put and then deletes the oldest item not
+	// being delivered, or, when that would be one of the items just put, the
+	// oldest in-flight item (its later Ack, Retry or Fail returns
+	// ErrUnknown), until the queue is within its bounds again. Each victim
+	// is counted in Stats.Dropped.
 	DropOldest Policy = iota
 	// RefuseNew makes Put return ErrFull, counted in Stats.Refused.
 	RefuseNew

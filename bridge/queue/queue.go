@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -70,11 +71,10 @@ type Queue struct {
 	bytes    int64
 	st       Stats // counters only; gauges are computed in Stats
 
-	// Group-commit scratch, used by the committer while it holds mu.
-	pend      []*putReq // puts of this queue in the batch being built
-	pendLive  int       // of which not dropped
+	// Puts planned in batches not yet synced, reserved against the bounds.
+	pendItems int
 	pendBytes int64
-	victims   []*entry // stored entries being deleted by this batch
+	inBatch   bool // the committer has seen this queue in the batch it builds
 }
 
 // Open opens a queue with a store of its own in cfg.Dir (in memory when
@@ -147,7 +147,7 @@ func (q *Queue) Put(ctx context.Context, payload []byte) error {
 	q.mu.Unlock()
 
 	r := reqPool.Get().(*putReq)
-	r.q, r.payload, r.err, r.dropped = q, payload, nil, false
+	r.q, r.payload = q, payload
 	select {
 	case q.store.reqs <- r:
 	case <-ctx.Done():
@@ -159,7 +159,7 @@ func (q *Queue) Put(ctx context.Context, payload []byte) error {
 	}
 	select {
 	case err := <-r.done:
-		reqPool.Put(r)
+		reqPool.Put(r) // answered: the committer and settler are done with it
 		return err
 	case <-q.store.stopped:
 		select {
@@ -173,104 +173,93 @@ func (q *Queue) Put(ctx context.Context, payload []byte) error {
 }
 
 // over reports whether one more item of size bytes would pass a bound,
-// counting the puts already planned in the batch being built.
+// counting the puts planned in batches not yet synced.
 func (q *Queue) over(size int64) bool {
-	if q.opts.MaxItems > 0 && q.depth+q.pendLive+1 > q.opts.MaxItems {
+	if q.opts.MaxItems > 0 && q.depth+q.pendItems+1 > q.opts.MaxItems {
 		return true
 	}
 	return q.opts.MaxBytes > 0 && q.bytes+q.pendBytes+size > q.opts.MaxBytes
 }
 
-// plan adds one put to the batch being built, making room first. Called by
-// the committer with q.mu held.
-func (q *Queue) plan(b *pebble.Batch, r *putReq) {
+// plan adds one put to the batch being built and reports whether it did.
+// Called by the committer with q.mu held.
+func (q *Queue) plan(b *pebble.Batch, r *putReq) bool {
 	size := int64(len(r.payload))
 	switch {
 	case q.closed:
 		r.err = ErrClosed
-		return
+		return false
 	case q.opts.MaxBytes > 0 && size > q.opts.MaxBytes:
 		r.err = ErrTooLarge
 		q.st.Refused++
-		return
-	}
-	for q.over(size) {
-		if q.opts.Overflow == RefuseNew || !q.dropOne(b) {
-			r.err = ErrFull
-			q.st.Refused++
-			return
-		}
+		return false
+	case q.opts.Overflow == RefuseNew && q.over(size):
+		r.err = ErrFull
+		q.st.Refused++
+		return false
 	}
 	r.id = q.nextID
 	q.nextID++
 	r.enq = q.opts.Clock.Now().UnixNano()
-	setData(b, q.key(kindData, r.id), r.enq, r.payload)
-	q.pend = append(q.pend, r)
-	q.pendLive++
+	setData(b, q.prefix, r.id, r.enq, r.payload)
+	q.pendItems++
 	q.pendBytes += size
-}
-
-// dropOne deletes the oldest item to make room (DropOldest): the oldest
-// stored item not in flight, else the oldest put of this batch, else the
-// oldest item in flight. It reports false if there is nothing to drop.
-func (q *Queue) dropOne(b *pebble.Batch) bool {
-	e := q.dq.find(func(e *entry) bool { return e.state == stReady || e.state == stDelayed })
-	if e == nil {
-		for _, r := range q.pend {
-			if !r.dropped {
-				r.dropped = true
-				q.pendLive--
-				q.pendBytes -= int64(len(r.payload))
-				_ = b.Delete(q.key(kindData, r.id), nil)
-				return true
-			}
-		}
-		if e = q.dq.find(func(e *entry) bool { return e.state == stInflight }); e == nil {
-			return false
-		}
-	}
-	q.unlink(e)
-	e.state = stDropping
-	q.depth--
-	q.bytes -= int64(e.size)
-	q.victims = append(q.victims, e)
-	q.deleteKeys(b, e)
 	return true
 }
 
-// settle applies the outcome of a group commit to the index. Called by the
-// committer with q.mu held.
-func (q *Queue) settle(err error) {
-	if err == nil {
-		for _, e := range q.victims {
-			e.state = stDead
-			q.dq.died()
-			q.st.Dropped++
-		}
-		for _, r := range q.pend {
-			q.st.Enqueued++
-			if r.dropped {
-				q.st.Dropped++
-				continue
-			}
-			e := &entry{id: r.id, enqueued: r.enq, size: int32(len(r.payload)), state: stReady}
-			q.dq.push(e)
-			q.ready.push(e)
-			q.depth++
-			q.bytes += int64(e.size)
-		}
-	} else {
-		// Nothing was written: the victims stay, due as before.
-		now := q.opts.Clock.Now().UnixNano()
-		for _, e := range q.victims {
-			q.depth++
-			q.bytes += int64(e.size)
-			q.makeWaiting(e, now)
-		}
+// file adds a put whose batch is synced (err == nil) to the index, or
+// forgets it (err != nil). Called by the settler with q.mu held.
+func (q *Queue) file(r *putReq, err error) {
+	size := int64(len(r.payload))
+	q.pendItems--
+	q.pendBytes -= size
+	if err != nil {
+		return
 	}
-	q.signal()
-	clear(q.victims)
-	q.pend, q.pendLive, q.pendBytes, q.victims = nil, 0, 0, q.victims[:0]
+	e := &entry{id: r.id, enqueued: r.enq, size: int32(size), state: stReady}
+	q.dq.push(e)
+	q.ready.push(e)
+	q.depth++
+	q.bytes += size
+	q.st.Enqueued++
+}
+
+// trim enforces DropOldest after a batch (whose first item is first) was
+// filed: while the queue is past a bound it deletes the oldest item not in
+// flight, or, when that would be an item of this very batch, the oldest
+// item in flight, so the newest data wins. The deletes are written like
+// acks (unsynced): after a crash a dropped item may come back, never a
+// put one go missing. Called with q.mu held.
+func (q *Queue) trim(first uint64) {
+	if q.opts.Overflow != DropOldest {
+		return
+	}
+	var victims []*entry
+	for (q.opts.MaxItems > 0 && q.depth > q.opts.MaxItems) || (q.opts.MaxBytes > 0 && q.bytes > q.opts.MaxBytes) {
+		e := q.dq.find(func(e *entry) bool { return e.state == stReady || e.state == stDelayed })
+		if e == nil || e.id >= first {
+			if f := q.dq.find(func(e *entry) bool { return e.state == stInflight }); f != nil {
+				e = f
+			}
+		}
+		if e == nil {
+			break
+		}
+		q.unlink(e)
+		q.remove(e)
+		q.st.Dropped++
+		victims = append(victims, e)
+	}
+	if len(victims) == 0 {
+		return
+	}
+	if err := q.store.write(func(b *pebble.Batch) {
+		for _, e := range victims {
+			q.deleteKeys(b, e)
+		}
+	}); err != nil {
+		q.log.Error("queue delete failed", "error", err)
+	}
 }
 
 // Next returns the next due item and marks it in flight; the caller must
@@ -633,6 +622,7 @@ func (q *Queue) load() error {
 		q.depth++
 		q.bytes += int64(e.size)
 	}
+	q.trim(math.MaxUint64) // the bounds may have shrunk, or a drop was lost
 	if len(junk) > 0 {
 		return q.store.write(func(b *pebble.Batch) {
 			for _, k := range junk {

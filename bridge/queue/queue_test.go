@@ -367,12 +367,16 @@ func TestOverflowDropOldest(t *testing.T) {
 	if st := q.Stats(); st.Dropped != 2 || st.Depth != 3 || st.Refused != 0 || st.Enqueued != 5 {
 		t.Fatalf("stats = %+v", st)
 	}
-	// Drops are durable: reopen and see "1" (was in flight), "4", "5".
+	// Reopened with a smaller bound, the queue drops its oldest again:
+	// "1" (in flight before) goes, "4" and "5" stay; "2" and "3" stay gone.
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
 	q = openQueue(t, s, "r", Options{MaxItems: 2})
-	if got := drain(t, q); !slices.Equal(got, []string{"1", "4", "5"}) {
+	if st := q.Stats(); st.Dropped != 1 || st.Depth != 2 {
+		t.Fatalf("stats after reopen = %+v", st)
+	}
+	if got := drain(t, q); !slices.Equal(got, []string{"4", "5"}) {
 		t.Fatalf("after reopen = %q", got)
 	}
 	_ = first

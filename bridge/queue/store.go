@@ -45,6 +45,11 @@ const (
 	maxBatchItems = 4096    // puts in one group commit, at most
 	maxBatchBytes = 4 << 20 // payload bytes in one group commit, at most
 	pendingPuts   = 4096    // puts waiting for the committer before Put blocks
+	// pipelineDepth is how many applied batches may queue for the settler
+	// beyond the one it waits on. With 0, one batch is being synced while
+	// the next is gathered and applied; then the committer waits, and the
+	// Puts arriving meanwhile make the following batch larger.
+	pipelineDepth = 0
 )
 
 // Store is one pebble database holding any number of named queues, one per
@@ -55,11 +60,12 @@ type Store struct {
 	log *slog.Logger
 
 	reqs    chan *putReq
+	jobs    chan *job     // applied batches waiting for their fsync
 	quit    chan struct{} // closed by Close: committer and syncer stop
-	stopped chan struct{} // closed when the committer has returned
+	stopped chan struct{} // closed when the settler has answered its last Put
 	wg      sync.WaitGroup
 	dirty   atomic.Bool   // unsynced writes exist
-	commits atomic.Uint64 // synced group commits, for tests
+	commits atomic.Uint64 // group-commit batches, for tests and benchmarks
 
 	// dbMu guards the database handle against Close: every use holds it
 	// for reading and checks dbClosed.
@@ -76,13 +82,19 @@ type Store struct {
 
 // OpenStore opens (creating if needed) the queue database in dir, or an
 // in-memory one when dir is "". Pebble's own messages go to log (nil
-// discards them). The store starts two goroutines, the group committer and
-// the periodic syncer, which Close ends.
+// discards them). The store starts three goroutines, the group committer,
+// the settler that waits for its fsyncs and the periodic syncer, which
+// Close ends.
 func OpenStore(dir string, log *slog.Logger) (*Store, error) {
+	return openStoreFS(dir, log, nil)
+}
+
+// openStoreFS is OpenStore on a given file system (tests count fsyncs).
+func openStoreFS(dir string, log *slog.Logger, fs vfs.FS) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	opts := &pebble.Options{Logger: pebbleLogger{log}}
+	opts := &pebble.Options{Logger: pebbleLogger{log}, FS: fs}
 	path := dir
 	if dir == "" {
 		opts.FS = vfs.NewMem()
@@ -98,12 +110,14 @@ func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 		db:      db,
 		log:     log,
 		reqs:    make(chan *putReq, pendingPuts),
+		jobs:    make(chan *job, pipelineDepth),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		queues:  make(map[string]*Queue),
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.commitLoop()
+	go s.settleLoop()
 	go s.syncLoop()
 	return s, nil
 }
@@ -259,27 +273,36 @@ func (s *Store) syncLoop() {
 type putReq struct {
 	q       *Queue
 	payload []byte
-	done    chan error // buffered: the committer never blocks on it
+	done    chan error // buffered: the settler never blocks on it
 
 	// Set by the committer while it builds a batch.
-	id      uint64
-	enq     int64
-	err     error
-	dropped bool // made room for a later put of the same batch
+	id  uint64
+	enq int64
+	err error
 }
 
 var reqPool = sync.Pool{New: func() any { return &putReq{done: make(chan error, 1)} }}
 
+// job is one group commit on its way to the disk.
+type job struct {
+	b       *pebble.Batch // nil: nothing to write
+	reqs    []*putReq
+	touched []*Queue
+	err     error
+}
+
 // commitLoop is the group committer. It takes the first waiting Put, then
 // every other one already waiting (up to maxBatchItems / maxBatchBytes),
-// writes them all in one batch with one fsync, and answers them all. While
-// it waits for the disk new Puts queue up, so the batch size follows the
-// load: one item per fsync when idle, thousands under contention.
+// writes them all as one pebble batch and hands the batch to settleLoop,
+// which waits for its fsync. Batches are applied in order, so IDs, the WAL
+// and the index agree; pebble's WAL writer syncs every batch applied while
+// the previous sync ran with one further fsync. The batch size thus follows
+// the load: one item per fsync when idle, hundreds under contention.
 func (s *Store) commitLoop() {
 	defer s.wg.Done()
-	defer close(s.stopped)
-	batch := make([]*putReq, 0, 64)
+	defer close(s.jobs)
 	for {
+		var reqs []*putReq
 		select {
 		case <-s.quit:
 			for {
@@ -291,78 +314,112 @@ func (s *Store) commitLoop() {
 				}
 			}
 		case r := <-s.reqs:
-			batch = append(batch[:0], r)
+			reqs = append(make([]*putReq, 0, 16), r)
 		}
-		size := len(batch[0].payload)
+		size := len(reqs[0].payload)
 	fill:
-		for len(batch) < maxBatchItems && size < maxBatchBytes {
+		for len(reqs) < maxBatchItems && size < maxBatchBytes {
 			select {
 			case r := <-s.reqs:
-				batch = append(batch, r)
+				reqs = append(reqs, r)
 				size += len(r.payload)
 			default:
 				break fill
 			}
 		}
-		s.commit(batch)
-		clear(batch)
+		s.jobs <- s.build(reqs)
 	}
 }
 
-// commit makes one batch of puts durable and then visible.
-func (s *Store) commit(reqs []*putReq) {
+// build plans a batch of puts and applies it to pebble without waiting
+// for the sync.
+func (s *Store) build(reqs []*putReq) *job {
+	j := &job{reqs: reqs}
 	b := s.db.NewBatch()
-	var touched []*Queue
 	for _, r := range reqs {
 		q := r.q
 		q.mu.Lock()
-		if q.pend == nil {
-			touched = append(touched, q)
-			q.pend = make([]*putReq, 0, 8)
+		if q.plan(b, r) && !q.inBatch {
+			q.inBatch = true
+			j.touched = append(j.touched, q)
 		}
-		q.plan(b, r)
 		q.mu.Unlock()
 	}
-	var err error
-	write := false
-	for _, q := range touched {
-		write = write || len(q.pend) > 0 || len(q.victims) > 0
+	if len(j.touched) == 0 {
+		_ = b.Close()
+		return j
 	}
-	if write {
-		for _, q := range touched {
-			q.mu.Lock()
-			var v [8]byte
-			binary.BigEndian.PutUint64(v[:], q.nextID)
-			_ = b.Set(q.key(kindNext, 0), v[:], nil)
-			q.mu.Unlock()
-		}
-		s.dbMu.RLock()
-		if s.dbClosed {
-			err = ErrClosed
-		} else {
-			// Writes made before this point are covered by this sync.
-			s.dirty.Store(false)
-			err = b.Commit(pebble.Sync)
-			s.commits.Add(1)
-		}
-		s.dbMu.RUnlock()
-		if err != nil {
-			s.log.Error("queue commit failed", "puts", len(reqs), "error", err)
-		}
-	}
-	err = errors.Join(err, b.Close())
-	for _, q := range touched {
+	for _, q := range j.touched {
 		q.mu.Lock()
-		q.settle(err)
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], q.nextID)
+		_ = b.Set(q.key(kindNext, 0), v[:], nil)
+		q.inBatch = false
 		q.mu.Unlock()
 	}
-	for _, r := range reqs {
-		e := r.err
-		if e == nil && err != nil {
-			e = fmt.Errorf("queue %q: %w", r.q.name, err)
+	j.b = b
+	s.dbMu.RLock()
+	if s.dbClosed {
+		j.err = ErrClosed
+	} else {
+		// Unsynced writes made before this point are covered by its sync.
+		s.dirty.Store(false)
+		j.err = s.db.ApplyNoSyncWait(b, pebble.Sync)
+		s.commits.Add(1)
+	}
+	s.dbMu.RUnlock()
+	return j
+}
+
+// settleLoop waits for each batch's fsync, in the order they were applied,
+// then files the items in their queues and answers the Puts.
+func (s *Store) settleLoop() {
+	defer s.wg.Done()
+	defer close(s.stopped)
+	for j := range s.jobs {
+		if j.b != nil {
+			err := j.b.SyncWait()
+			if j.err == nil {
+				j.err = err
+			}
+			j.err = errors.Join(j.err, j.b.Close())
+			if j.err != nil {
+				s.log.Error("queue commit failed", "puts", len(j.reqs), "error", j.err)
+			}
 		}
-		r.q, r.payload = nil, nil
-		r.done <- e
+		s.settle(j)
+	}
+}
+
+func (s *Store) settle(j *job) {
+	first := make(map[*Queue]uint64, len(j.touched))
+	for _, r := range j.reqs {
+		if r.err != nil {
+			continue
+		}
+		q := r.q
+		if _, ok := first[q]; !ok {
+			first[q] = r.id
+		}
+		q.mu.Lock()
+		q.file(r, j.err)
+		q.mu.Unlock()
+		if j.err != nil {
+			r.err = fmt.Errorf("queue %q: %w", q.name, j.err)
+		}
+	}
+	for q, id := range first {
+		q.mu.Lock()
+		if j.err == nil {
+			q.trim(id)
+		}
+		q.signal()
+		q.mu.Unlock()
+	}
+	for _, r := range j.reqs {
+		err := r.err
+		r.q, r.payload, r.err = nil, nil, nil
+		r.done <- err
 	}
 }
 
@@ -385,10 +442,12 @@ func queuePrefix(name string) []byte {
 	return append(p, name...)
 }
 
-// setData writes an item record into b without an intermediate copy.
-func setData(b *pebble.Batch, key []byte, enq int64, payload []byte) {
-	op := b.SetDeferred(len(key), 9+len(payload))
-	copy(op.Key, key)
+// setData writes an item record into b without intermediate copies.
+func setData(b *pebble.Batch, prefix []byte, id uint64, enq int64, payload []byte) {
+	op := b.SetDeferred(len(prefix)+9, 9+len(payload))
+	n := copy(op.Key, prefix)
+	op.Key[n] = kindData
+	binary.BigEndian.PutUint64(op.Key[n+1:], id)
 	op.Value[0] = recordVersion
 	binary.BigEndian.PutUint64(op.Value[1:9], uint64(enq))
 	copy(op.Value[9:], payload)
