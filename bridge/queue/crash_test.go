@@ -15,7 +15,10 @@ import (
 	"time"
 )
 
-const crashEnv = "QUEUE_CRASH_DIR"
+const (
+	crashEnv     = "QUEUE_CRASH_DIR"
+	crashBaseEnv = "QUEUE_CRASH_BASE" // first item number of the child
+)
 
 // TestHelperProcess is the child of TestCrashKill: it Puts items from
 // several goroutines and prints "put N" for each Put that returned, until it
@@ -39,6 +42,8 @@ func TestHelperProcess(t *testing.T) {
 		n  atomic.Int64
 		mu sync.Mutex
 	)
+	base, _ := strconv.ParseInt(os.Getenv(crashBaseEnv), 10, 64)
+	n.Store(base)
 	payload := strings.Repeat("x", 200)
 	for range 16 {
 		go func() {
@@ -60,14 +65,64 @@ func TestHelperProcess(t *testing.T) {
 
 // TestCrashKill runs TestHelperProcess as a child, kills it with SIGKILL
 // while it is putting, and checks that every item the child saw Put return
-// for is in the queue after reopening it.
+// for is in the queue after reopening it. Three rounds on the same
+// directory: each recovery must also keep what earlier rounds stored, and
+// IDs must keep growing across the crashes.
 func TestCrashKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a child process")
 	}
 	dir := t.TempDir()
+	acked := map[int64]bool{}
+	for round := range 3 {
+		crashChild(t, dir, int64(round)*10_000_000, acked)
+
+		s, err := OpenStore(dir, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := openQueue(t, s, "crash", Options{MaxItems: -1, MaxBytes: -1})
+		depth := q.Stats().Depth
+		t.Logf("round %d: %d puts reported before SIGKILL in all; %d items recovered", round, len(acked), depth)
+		found := map[int64]bool{}
+		var last uint64
+		for range depth {
+			it := next(t, q)
+			if it.ID <= last {
+				t.Fatalf("IDs out of order: %d after %d", it.ID, last)
+			}
+			last = it.ID
+			num, rest, ok := strings.Cut(string(it.Payload), " ")
+			i, err := strconv.ParseInt(num, 10, 64)
+			if !ok || err != nil || len(rest) != 200 {
+				t.Fatalf("corrupt payload %q", it.Payload)
+			}
+			if found[i] {
+				t.Fatalf("item %d stored twice", i)
+			}
+			found[i] = true
+		}
+		missing := 0
+		for i := range acked {
+			if !found[i] {
+				missing++
+			}
+		}
+		if missing > 0 {
+			t.Fatalf("round %d: %d of %d acknowledged puts lost", round, missing, len(acked))
+		}
+		if err := s.Close(); err != nil { // in-flight items stay stored
+			t.Fatal(err)
+		}
+	}
+}
+
+// crashChild starts the helper, records the items it reports as put, and
+// kills it with SIGKILL after 2000 of them.
+func crashChild(t *testing.T, dir string, base int64, acked map[int64]bool) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+	cmd.Env = append(os.Environ(), crashEnv+"="+dir, crashBaseEnv+"="+strconv.FormatInt(base, 10))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -77,16 +132,15 @@ func TestCrashKill(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	acked := map[int64]bool{}
 	sc := bufio.NewScanner(out)
-	killed := false
+	seen, killed := 0, false
 	for sc.Scan() {
 		var i int64
 		if _, err := fmt.Sscanf(sc.Text(), "put %d", &i); err != nil {
 			continue // a line cut by the kill
 		}
 		acked[i] = true
-		if len(acked) == 3000 && !killed {
+		if seen++; seen == 2000 && !killed {
 			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -99,37 +153,5 @@ func TestCrashKill(t *testing.T) {
 	}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("child ended with %v, want SIGKILL\n%s", err, stderr.String())
-	}
-
-	s := openStore(t, dir)
-	q := openQueue(t, s, "crash", Options{MaxItems: -1, MaxBytes: -1})
-	depth := q.Stats().Depth
-	t.Logf("child reported %d puts before SIGKILL; %d items recovered", len(acked), depth)
-	found := map[int64]bool{}
-	var last uint64
-	for range depth {
-		it := next(t, q)
-		if it.ID <= last {
-			t.Fatalf("IDs out of order: %d after %d", it.ID, last)
-		}
-		last = it.ID
-		num, rest, ok := strings.Cut(string(it.Payload), " ")
-		i, err := strconv.ParseInt(num, 10, 64)
-		if !ok || err != nil || len(rest) != 200 {
-			t.Fatalf("corrupt payload %q", it.Payload)
-		}
-		if found[i] {
-			t.Fatalf("item %d stored twice", i)
-		}
-		found[i] = true
-	}
-	missing := 0
-	for i := range acked {
-		if !found[i] {
-			missing++
-		}
-	}
-	if missing > 0 {
-		t.Fatalf("%d of %d acknowledged puts lost", missing, len(acked))
 	}
 }

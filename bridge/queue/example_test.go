@@ -26,7 +26,11 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	defer q.Close()
+	defer func() {
+		if err := q.Close(); err != nil {
+			fmt.Println(err)
+		}
+	}()
 
 	ctx := context.Background()
 	for _, body := range []string{"fire in hall 1", "fire in hall 2"} {

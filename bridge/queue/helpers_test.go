@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -101,12 +100,6 @@ func drain(t testing.TB, q *Queue) []string {
 		}
 	}
 	return out
-}
-
-func sorted(s []string) []string {
-	s = append([]string(nil), s...)
-	sort.Strings(s)
-	return s
 }
 
 // fakeClock is a Clock that moves only when told; its timers fire on

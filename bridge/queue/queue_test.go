@@ -476,7 +476,11 @@ func TestMemoryModeForgets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
+	t.Cleanup(func() {
+		if err := q.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	if st := q.Stats(); st.Depth != 0 {
 		t.Fatalf("memory queue kept %d items", st.Depth)
 	}
