@@ -83,7 +83,7 @@ func TestTooLargeIsAnsweredWithoutReadingTheBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	// Declare 1 GB, send a few bytes and wait: the answer must come anyway.
 	fmt.Fprintf(conn, "POST /topics/big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nabc")
 	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
@@ -98,7 +98,7 @@ func TestTooLargeIsAnsweredWithoutReadingTheBody(t *testing.T) {
 	// Chunked (no Content-Length): cut off at the limit.
 	pr, pw := io.Pipe()
 	go func() {
-		defer pw.Close()
+		defer func() { _ = pw.Close() }()
 		chunk := []byte(strings.Repeat("y", 512))
 		for range 100 {
 			if _, err := pw.Write(chunk); err != nil {
@@ -113,7 +113,7 @@ func TestTooLargeIsAnsweredWithoutReadingTheBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	pr.CloseWithError(io.ErrClosedPipe)
 	wantProblem(t, resp, body, 413, "larger than the limit of 1024 bytes")
 }
@@ -166,7 +166,7 @@ func TestSlowHeadersAreCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
 	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	start := time.Now()

@@ -102,7 +102,7 @@ func (e *env) do(t *testing.T, method, path string, body string, hdr ...string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +173,7 @@ func (e *env) openSSE(t *testing.T, ctx context.Context, path string, hdr ...str
 	}
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		t.Fatalf("stream %s: %d %s %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 	r := &sseReader{t: t, resp: resp, br: bufio.NewReader(resp.Body), ch: make(chan sseEvent, 10000), done: make(chan struct{})}
@@ -211,7 +211,7 @@ func (r *sseReader) loop() {
 }
 
 func (r *sseReader) close() {
-	r.resp.Body.Close()
+	_ = r.resp.Body.Close()
 	<-r.done
 }
 

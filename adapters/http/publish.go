@@ -8,6 +8,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,30 +138,59 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, topic string, d
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// publishParams applies the qos and retain query parameters.
+// publishParams applies the qos and retain query parameters. It scans
+// RawQuery itself: url.Values would allocate a map on every publish.
+// Unknown parameters are ignored; the first qos or retain wins.
 func (s *Server) publishParams(r *http.Request, m *bridge.Message, d publishDefaults) error {
-	if r.URL.RawQuery == "" {
-		return nil
+	var qos, retain string
+	var hasQoS, hasRetain bool
+	for rest := r.URL.RawQuery; rest != ""; {
+		var kv string
+		kv, rest, _ = strings.Cut(rest, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.ContainsAny(k, "%+") {
+			if uk, err := url.QueryUnescape(k); err == nil {
+				k = uk
+			}
+		}
+		switch {
+		case k == "qos" && !hasQoS:
+			qos, hasQoS = v, true
+		case k == "retain" && !hasRetain:
+			retain, hasRetain = v, true
+		default:
+			continue
+		}
+		if strings.ContainsAny(v, "%+") {
+			uv, err := url.QueryUnescape(v)
+			if err != nil {
+				return badRequest("query parameter " + k + " is not valid percent-encoding")
+			}
+			if k == "qos" {
+				qos = uv
+			} else {
+				retain = uv
+			}
+		}
 	}
-	q := r.URL.Query()
-	if v, ok := q["qos"]; ok {
+	if hasQoS {
 		if d.fixed {
 			return badRequest("this route publishes at a fixed qos; remove the qos parameter")
 		}
-		switch v[0] {
+		switch qos {
 		case "0", "1", "2":
-			m.QoS = v[0][0] - '0'
+			m.QoS = qos[0] - '0'
 		default:
-			return badRequest("qos must be 0, 1 or 2, not " + strconv.Quote(v[0]))
+			return badRequest("qos must be 0, 1 or 2, not " + strconv.Quote(qos))
 		}
 	}
-	if v, ok := q["retain"]; ok {
+	if hasRetain {
 		if d.fixed || d.clear {
 			return badRequest("retain is fixed on this route; remove the retain parameter")
 		}
-		b, err := strconv.ParseBool(v[0])
+		b, err := strconv.ParseBool(retain)
 		if err != nil {
-			return badRequest("retain must be true or false, not " + strconv.Quote(v[0]))
+			return badRequest("retain must be true or false, not " + strconv.Quote(retain))
 		}
 		m.Retain = b
 	}

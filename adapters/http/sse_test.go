@@ -90,7 +90,7 @@ func TestSSESlowReaderDropsAndNeverStallsBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	fmt.Fprintf(conn, "GET /topics/load/%%23 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
 	br := bufio.NewReaderSize(conn, 1024)
 	if line, _ := br.ReadString('\n'); !strings.Contains(line, "200") {
@@ -116,7 +116,9 @@ func TestSSESlowReaderDropsAndNeverStallsBroker(t *testing.T) {
 		ev := fast.next()
 		if ev.event == "dropped" {
 			var d, tot int
-			fmt.Sscanf(ev.data, `{"dropped":%d,"total":%d}`, &d, &tot)
+			if _, err := fmt.Sscanf(ev.data, `{"dropped":%d,"total":%d}`, &d, &tot); err != nil {
+				t.Fatalf("dropped event %q: %v", ev.data, err)
+			}
 			lost += d
 			continue
 		}
