@@ -34,6 +34,8 @@
 // the next one, so one fsync serves as many callers as the load brings,
 // across all queues of the store, and the committer is never idle while
 // the disk works. Items become visible to Next only after their fsync.
+// (Pebble marks ApplyNoSyncWait experimental; CockroachDB commits through
+// it, and go.mod pins pebble v1.1.5.)
 //
 // Ack, Retry and Fail write without waiting for the disk; the next group
 // commit or the store's syncer (every SyncInterval) makes them durable. A

@@ -173,12 +173,34 @@ func (s *Store) Queue(name string, opts Options) (*Queue, error) {
 	if _, ok := s.queues[name]; ok {
 		return nil, fmt.Errorf("%w: %q", ErrInUse, name)
 	}
+	// Puts to an earlier handle of this name that are still on their way
+	// must reach the disk before the index and the next ID are read.
+	if err := s.barrier(); err != nil {
+		return nil, err
+	}
 	q := newQueue(s, name, opts.withDefaults())
 	if err := q.load(); err != nil {
 		return nil, fmt.Errorf("queue %q: %w", name, err)
 	}
 	s.queues[name] = q
 	return q, nil
+}
+
+// barrier waits until every Put handed to the committer before it has
+// been applied and settled.
+func (s *Store) barrier() error {
+	r := &putReq{done: make(chan error, 1)}
+	select {
+	case s.reqs <- r:
+	case <-s.quit:
+		return ErrClosed
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-s.stopped:
+		return ErrClosed
+	}
 }
 
 // forget removes a closed queue from the store so its name can be opened
@@ -338,6 +360,9 @@ func (s *Store) build(reqs []*putReq) *job {
 	b := s.db.NewBatch()
 	for _, r := range reqs {
 		q := r.q
+		if q == nil {
+			continue // a barrier
+		}
 		q.mu.Lock()
 		if q.plan(b, r) && !q.inBatch {
 			q.inBatch = true
@@ -394,7 +419,7 @@ func (s *Store) settleLoop() {
 func (s *Store) settle(j *job) {
 	first := make(map[*Queue]uint64, len(j.touched))
 	for _, r := range j.reqs {
-		if r.err != nil {
+		if r.err != nil || r.q == nil {
 			continue
 		}
 		q := r.q
