@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"encoding/binary"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -114,11 +115,20 @@ func BenchmarkPutSync(b *testing.B) {
 func BenchmarkDeliver(b *testing.B) {
 	q := openQueue(b, openStore(b, b.TempDir()), "bench", Options{MaxItems: -1, MaxBytes: -1})
 	ctx := context.Background()
-	for range b.N {
-		if err := q.Put(ctx, benchPayload); err != nil {
-			b.Fatal(err)
-		}
+	var wg sync.WaitGroup
+	for g := range 64 { // filled concurrently, so group commit keeps it short
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < b.N; i += 64 {
+				if err := q.Put(ctx, benchPayload); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {

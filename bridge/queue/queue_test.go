@@ -643,3 +643,18 @@ func contains(s string, subs ...string) bool {
 	}
 	return true
 }
+
+func TestPutCancelled(t *testing.T) {
+	q := openQueue(t, openStore(t, ""), "r", Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := q.Put(ctx, []byte("x")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Put with cancelled ctx = %v", err)
+	}
+	if _, err := q.Next(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next with cancelled ctx = %v", err)
+	}
+	if st := q.Stats(); st.Depth != 0 || st.Enqueued != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
