@@ -18,10 +18,13 @@ import (
 	"github.com/edgebridge/gateway/bridge"
 )
 
-// Request headers that carry MQTT 5 properties (SPEC §4).
+// Request headers that carry MQTT 5 properties (SPEC §4), as written in
+// messages, and their canonical forms for allocation-free map lookups.
 const (
 	headerUserProperty = "MQTT-User-Property"
 	headerExpiry       = "MQTT-Message-Expiry"
+	canonUserProperty  = "Mqtt-User-Property"
+	canonExpiry        = "Mqtt-Message-Expiry"
 )
 
 // maxExpiry is the largest MQTT 5 message expiry interval, in seconds.
@@ -114,7 +117,13 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, topic string, d
 		if r.ContentLength > 0 {
 			buf.Grow(int(r.ContentLength))
 		}
-		if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxPayload)); err != nil {
+		// With a declared length (checked above) net/http already stops
+		// the body there; only a chunked body needs MaxBytesReader.
+		body := r.Body
+		if r.ContentLength < 0 {
+			body = http.MaxBytesReader(w, r.Body, s.cfg.MaxPayload)
+		}
+		if _, err := buf.ReadFrom(body); err != nil {
 			var mbe *http.MaxBytesError
 			if !errors.As(err, &mbe) {
 				err = badRequest("could not read the request body: " + err.Error())
@@ -201,13 +210,13 @@ func (s *Server) publishParams(r *http.Request, m *bridge.Message, d publishDefa
 // MQTT-Message-Expiry. Each MQTT-User-Property header line is one property
 // "name=value" (split at the first '='; the value may contain '=' and ',').
 func publishHeaders(h http.Header, m *bridge.Message) error {
-	if ct := h.Get("Content-Type"); ct != "" {
+	if ct := headerValue(h, "Content-Type"); ct != "" {
 		if !utf8.ValidString(ct) {
 			return badRequest("Content-Type must be valid UTF-8")
 		}
 		m.ContentType = ct
 	}
-	if ups := h.Values(headerUserProperty); len(ups) > 0 {
+	if ups := h[canonUserProperty]; len(ups) > 0 {
 		m.UserProperties = make(map[string]string, len(ups))
 		for _, up := range ups {
 			k, v, ok := strings.Cut(up, "=")
@@ -221,7 +230,7 @@ func publishHeaders(h http.Header, m *bridge.Message) error {
 			m.UserProperties[k] = strings.TrimSpace(v)
 		}
 	}
-	if e := h.Get(headerExpiry); e != "" {
+	if e := headerValue(h, canonExpiry); e != "" {
 		n, err := strconv.ParseInt(strings.TrimSpace(e), 10, 64)
 		if err != nil || n < 1 || n > maxExpiry {
 			return badRequest(headerExpiry + " must be a number of seconds between 1 and 4294967295, not " + strconv.Quote(e))
@@ -229,6 +238,14 @@ func publishHeaders(h http.Header, m *bridge.Message) error {
 		m.Expiry = time.Duration(n) * time.Second
 	}
 	return nil
+}
+
+// headerValue is h.Get for a key already in canonical form.
+func headerValue(h http.Header, canonicalKey string) string {
+	if v := h[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // batchResult is the outcome of one envelope of POST /publish: status 204

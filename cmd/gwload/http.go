@@ -47,6 +47,8 @@ type httpLoad struct {
 	subQoS     int
 	cpuProfile string
 	subKind    string
+	naive      bool
+	repeat     int
 	only       string
 }
 
@@ -63,6 +65,8 @@ func runHTTP(args []string) error {
 	fs.IntVar(&o.rounds, "rounds", 5, "fan-out publishes to time")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.StringVar(&o.only, "only", "", "run only the saturating runs of this path: bare, qos0 or qos1 (for profiling)")
+	fs.IntVar(&o.repeat, "repeat", 3, "rounds of every run (the table shows medians)")
+	fs.BoolVar(&o.naive, "naive", true, "also measure a naive chi handler that only calls bridge.Publish (the adapter's overhead is the gap to it)")
 	fs.StringVar(&o.subKind, "sub", "mosquitto", "counting MQTT subscriber: mosquitto (mosquitto_sub, own process) or paho (in process)")
 	fs.IntVar(&o.subQoS, "sub-qos", 0, "QoS of the counting MQTT subscriber's subscription (1 reproduces mochi v2.7.9's Inflight deadlock, see README)")
 	if err := fs.Parse(args); err != nil {
@@ -102,13 +106,16 @@ func runHTTP(args []string) error {
 	}
 	defer func() { _ = withTimeout(gw.Shutdown) }()
 
-	bare, err := startBare()
+	bare, err := startBare(b)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = bare.srv.Close() }()
 
 	mqttAddr := b.Addrs()[0].Address
+	gwURL := "http://" + gw.Addr() + "/topics/load/t"
+	bareURL := "http://" + bare.addr + "/topics/load/t"
+	naiveURL := "http://" + bare.addr + "/naive/load/t"
 
 	dir, err := os.MkdirTemp("", "gwload-http")
 	if err != nil {
@@ -119,94 +126,123 @@ func runHTTP(args []string) error {
 	fmt.Printf("gwload http: %d CPUs, GOMAXPROCS %d, wrk -t%d, %v per run, payload %d B\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), o.threads, o.dur, o.payload)
 
-	type row struct {
-		name, load string
-		r          wrkResult
-		qos        int   // -1: bare, no deliveries
-		delivered  int64 // at the MQTT subscriber
-		ceiling    float64
+	// A case is one wrk configuration; every round runs all cases in turn,
+	// and the table shows each case's median, so that a noisy neighbour
+	// on the machine skews one round rather than one path.
+	type result struct {
+		r         wrkResult
+		delivered int64
 	}
-	var rows []row
-	run := func(name, load string, url string, qos, conns, delay int, ceiling float64) error {
-		var sub counter
-		if qos >= 0 {
-			var err error
-			sub, err = startCounter(o.subKind, b, mqttAddr, byte(min(qos, o.subQoS)))
-			if err != nil {
-				return err
-			}
-		}
-		r, err := runWrk(dir, url, o, conns, delay)
-		if err != nil {
-			if sub != nil {
-				sub.stop()
-			}
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		var delivered int64
-		if sub != nil {
-			delivered = settle(sub)
-			sub.stop()
-		}
-		rows = append(rows, row{name: name, load: load, r: r, qos: qos, delivered: delivered, ceiling: ceiling})
-		fmt.Fprintf(os.Stderr, "  %-10s %-12s %8.0f req/s\n", name, load, r.rps())
-		return nil
+	type tcase struct {
+		name, load, url string
+		qos             int // -1: bare, nothing to deliver
+		conns, delay    int
+		ceiling         int // index of the bare case to compare with, -1 for none
+		res             []result
 	}
-	gwURL := "http://" + gw.Addr() + "/topics/load/t"
-	bareURL := "http://" + bare.addr + "/topics/load/t"
+	var cases []*tcase
+	add := func(name, load, url string, qos, conns, delay, ceiling int) {
+		cases = append(cases, &tcase{name: name, load: load, url: url, qos: qos, conns: conns, delay: delay, ceiling: ceiling})
+	}
 	sat := fmt.Sprintf("c=%d max", o.conns)
 	switch o.only {
 	case "":
-	case "bare":
-		return run("bare chi", sat, bareURL, -1, o.conns, 0, 0)
-	case "qos0", "qos1":
-		return run("http "+o.only, sat, gwURL+"?qos="+o.only[3:], int(o.only[3]-'0'), o.conns, 0, 0)
-	default:
-		return fmt.Errorf("-only %q: want bare, qos0 or qos1", o.only)
-	}
-	if err := run("bare chi", sat, bareURL, -1, o.conns, 0, 0); err != nil {
-		return err
-	}
-	ceil := rows[len(rows)-1].r.rps()
-	for _, q := range []int{0, 1} {
-		if err := run(fmt.Sprintf("http qos%d", q), sat, gwURL+"?qos="+strconv.Itoa(q), q, o.conns, 0, ceil); err != nil {
-			return err
-		}
-	}
-	if o.rate > 0 {
-		delay := max(1, o.rateConn*1000/o.rate)
-		load := fmt.Sprintf("~%d/s", o.rateConn*1000/delay)
-		if err := run("bare chi", load, bareURL, -1, o.rateConn, delay, 0); err != nil {
-			return err
-		}
-		ceilRate := rows[len(rows)-1].r
+		add("bare chi", sat, bareURL, -1, o.conns, 0, -1)
 		for _, q := range []int{0, 1} {
-			if err := run(fmt.Sprintf("http qos%d", q), load, gwURL+"?qos="+strconv.Itoa(q), q, o.rateConn, delay, ceilRate.rps()); err != nil {
-				return err
+			qs := "?qos=" + strconv.Itoa(q)
+			add(fmt.Sprintf("http qos%d", q), sat, gwURL+qs, q, o.conns, 0, 0)
+			if o.naive {
+				add(fmt.Sprintf("naive qos%d", q), sat, naiveURL+qs, q, o.conns, 0, 0)
 			}
+		}
+		if o.rate > 0 {
+			delay := max(1, o.rateConn*1000/o.rate)
+			load := fmt.Sprintf("~%d/s", o.rateConn*1000/delay)
+			bare := len(cases)
+			add("bare chi", load, bareURL, -1, o.rateConn, delay, -1)
+			for _, q := range []int{0, 1} {
+				add(fmt.Sprintf("http qos%d", q), load, gwURL+"?qos="+strconv.Itoa(q), q, o.rateConn, delay, bare)
+			}
+		}
+	case "bare":
+		add("bare chi", sat, bareURL, -1, o.conns, 0, -1)
+	case "qos0", "qos1":
+		add("http "+o.only, sat, gwURL+"?qos="+o.only[3:], int(o.only[3]-'0'), o.conns, 0, -1)
+	case "naive0", "naive1":
+		add(o.only, sat, naiveURL+"?qos="+o.only[5:], int(o.only[5]-'0'), o.conns, 0, -1)
+	default:
+		return fmt.Errorf("-only %q: want bare, qos0, qos1, naive0 or naive1", o.only)
+	}
+
+	for round := range o.repeat {
+		for _, c := range cases {
+			var sub counter
+			if c.qos >= 0 {
+				var err error
+				sub, err = startCounter(o.subKind, b, mqttAddr, byte(min(c.qos, o.subQoS)))
+				if err != nil {
+					return err
+				}
+			}
+			r, err := runWrk(dir, c.url, o, c.conns, c.delay)
+			if err != nil {
+				if sub != nil {
+					sub.stop()
+				}
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			var delivered int64
+			if sub != nil {
+				delivered = settle(sub)
+				sub.stop()
+			}
+			c.res = append(c.res, result{r: r, delivered: delivered})
+			fmt.Fprintf(os.Stderr, "  round %d  %-10s %-12s %8.0f req/s  p99 %v\n", round+1, c.name, c.load, r.rps(), r.p99)
 		}
 	}
 
+	median := func(c *tcase, f func(result) float64) float64 {
+		v := make([]float64, len(c.res))
+		for i, r := range c.res {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	rps := func(r result) float64 { return r.r.rps() }
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "path\tload\taccepted req/s\tdelivered msg/s\tloss\tnon-2xx\tp50\tp99\tvs bare chi\t")
-	for _, r := range rows {
-		deliv, loss, ratio := "-", "-", "-"
-		if r.qos >= 0 {
-			deliv = fmt.Sprintf("%.0f", float64(r.delivered)/r.r.seconds())
+	fmt.Fprintln(tw, "path\tload\taccepted req/s\tdelivered msg/s\tloss\tnon-2xx\tp50\tp99\tvs bare: req/s\tvs bare: p99\t")
+	for _, c := range cases {
+		deliv, loss, ratio, p99ratio := "-", "-", "-", "-"
+		var non2xx int64
+		for _, r := range c.res {
+			non2xx += r.r.non2xx
+		}
+		if c.qos >= 0 {
+			deliv = fmt.Sprintf("%.0f", median(c, func(r result) float64 { return float64(r.delivered) / r.r.seconds() }))
 			// wrk stops counting at its deadline with up to c requests in
 			// flight: those are delivered but not counted as accepted.
-			lost := max(0, r.r.accepted()-r.delivered)
-			loss = fmt.Sprintf("%d (%.2f%%)", lost, 100*float64(lost)/float64(max(1, r.r.accepted())))
+			var lost, acc int64
+			for _, r := range c.res {
+				lost += max(0, r.r.accepted()-r.delivered)
+				acc += r.r.accepted()
+			}
+			loss = fmt.Sprintf("%d (%.2f%%)", lost, 100*float64(lost)/float64(max(1, acc)))
 		}
-		if r.ceiling > 0 {
-			ratio = fmt.Sprintf("%.0f%%", 100*r.r.rps()/r.ceiling)
+		p50 := time.Duration(median(c, func(r result) float64 { return float64(r.r.p50) }))
+		p99 := time.Duration(median(c, func(r result) float64 { return float64(r.r.p99) }))
+		if c.ceiling >= 0 {
+			base := cases[c.ceiling]
+			ratio = fmt.Sprintf("%.0f%%", 100*median(c, rps)/median(base, rps))
+			p99ratio = fmt.Sprintf("%.2f×", float64(p99)/median(base, func(r result) float64 { return float64(r.r.p99) }))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s\t%s\t\n", r.name, r.load, r.r.rps(), deliv, loss,
-			r.r.non2xx, fmtDur(r.r.p50), fmtDur(r.r.p99), ratio)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", c.name, c.load, median(c, rps), deliv, loss,
+			non2xx, fmtDur(p50), fmtDur(p99), ratio, p99ratio)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Printf("(medians of %d rounds; loss summed over them; subscriber: %s at QoS ≤ %d)\n", o.repeat, o.subKind, o.subQoS)
 
 	if o.streams > 0 {
 		return sseFanout(ctx, b, gw.Addr(), bare.addr, o)
@@ -221,8 +257,27 @@ type bareServer struct {
 	addr string
 }
 
-func startBare() (*bareServer, error) {
+func startBare(b *bridge.Broker) (*bareServer, error) {
 	r := chi.NewMux()
+	// naive: the least an HTTP → MQTT handler can do on this bridge (read
+	// the body, publish, 204), with none of the adapter's checks, metrics
+	// or headers. The adapter's own overhead is the gap to this row.
+	r.Post("/naive/*", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		qos := byte(0)
+		if r.URL.RawQuery == "qos=1" {
+			qos = 1
+		}
+		if err := b.Publish(r.Context(), bridge.Message{Topic: "load/t", Payload: body, QoS: qos}); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	r.Post("/topics/*", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusNoContent)
