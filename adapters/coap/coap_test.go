@@ -98,12 +98,6 @@ func TestPutGetDelete(t *testing.T) {
 	if cf, err := resp.ContentFormat(); err != nil || cf != message.AppCBOR {
 		t.Fatalf("GET content format %v %v", cf, err)
 	}
-	// An MQTT client sees it as retained, with the content type.
-	sub := mqtttestDial(t, e)
-	sub.Sub("state/#", 1)
-	if m := sub.Next(); !m.Retain || m.Properties.ContentType != "application/cbor" {
-		t.Fatalf("retained over MQTT: %+v", m)
-	}
 
 	resp, err = cc.Delete(ctx5(t), "/ps/state/lamp")
 	if err != nil {
@@ -126,6 +120,14 @@ func TestPutGetDelete(t *testing.T) {
 	expectCode(t, resp, codes.Changed)
 	if ms, _ := e.b.Retained("state/fan"); len(ms) != 1 || string(ms[0].Payload) != "on" {
 		t.Fatalf("retain=true: %+v", ms)
+	}
+	// An MQTT client sees it as retained, with the content type. (Last:
+	// mochi v2.7.9 races between a subscriber's retained scan and a
+	// concurrent retained write; see README.)
+	sub := mqtttestDial(t, e)
+	sub.Sub("state/#", 1)
+	if m := sub.Next(); !m.Retain || string(m.Payload) != "on" || m.Properties.ContentType != "text/plain" {
+		t.Fatalf("retained over MQTT: %+v", m)
 	}
 }
 

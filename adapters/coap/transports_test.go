@@ -81,21 +81,24 @@ func TestDTLSWithPSK(t *testing.T) {
 	testObserve(t, e, cc)
 
 	// A wrong key gets no session.
-	bad, err := coapdtls.Dial(e.dtls, &piondtls.Config{
+	raddr, _ := net.ResolveUDPAddr("udp", e.dtls)
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := piondtls.Client(pc, raddr, &piondtls.Config{
 		PSK:             func([]byte) ([]byte, error) { return []byte("wrong"), nil },
 		PSKIdentityHint: []byte("sensor-17"),
 		CipherSuites:    []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8},
-	}, options.WithErrors(func(error) {}), options.WithPeriodicRunner(testRunner(t)))
-	if err == nil {
-		defer func() {
-			_ = bad.Close()
-			<-bad.Done()
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if _, err := bad.Get(ctx, "/.well-known/core"); err == nil {
-			t.Fatal("request with a wrong key succeeded")
-		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bad.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := bad.HandshakeContext(ctx); err == nil {
+		t.Fatal("handshake with a wrong key succeeded")
 	}
 }
 
