@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,6 +84,20 @@ type Route struct {
 	ReplyTopic *Template
 	// ReplyTimeout is how long to wait for a reply (0 if Reply is false).
 	ReplyTimeout time.Duration
+
+	// Subscribe is the topic template of an egress route (nil for other
+	// routes); the route subscribes to its Filter and its captured
+	// variables fill HTTPOut or CoAPOut.
+	Subscribe *Template
+	// HTTPOut is the webhook of an egress route, or nil.
+	HTTPOut *HTTPOut
+	// CoAPOut is the CoAP request of an egress route, or nil.
+	CoAPOut *CoAPOut
+	// Delivery is the delivery policy of an egress route.
+	Delivery Delivery
+	// Source is set for source routes, which publish to Topic (with QoS,
+	// Retain and ContentType) what they observe or poll.
+	Source *Source
 }
 
 // TopicFor returns the topic a request publishes to, filled with the
@@ -201,9 +216,12 @@ type RouteInfo struct {
 	HTTP *EndpointInfo `json:"http,omitempty"`
 	// CoAP is the CoAP side, if any.
 	CoAP *EndpointInfo `json:"coap,omitempty"`
-	// Topic is the topic template.
-	Topic string `json:"topic"`
-	// Filter is the MQTT filter of the topic template.
+	// Topic is the topic template (ingress and source routes).
+	Topic string `json:"topic,omitempty"`
+	// Subscribe is the subscribe template (egress routes).
+	Subscribe string `json:"subscribe,omitempty"`
+	// Filter is the MQTT filter of the topic template (ingress and source
+	// routes) or of the subscribe template (egress routes).
 	Filter string `json:"filter"`
 	// QoS of publishes.
 	QoS int `json:"qos"`
@@ -215,6 +233,12 @@ type RouteInfo struct {
 	Transform string `json:"transform,omitempty"`
 	// Reply is set for request/response routes.
 	Reply *ReplyInfo `json:"reply,omitempty"`
+	// HTTPOut is set for webhook egress routes.
+	HTTPOut *EgressInfo `json:"http_out,omitempty"`
+	// CoAPOut is set for CoAP egress routes.
+	CoAPOut *EgressInfo `json:"coap_out,omitempty"`
+	// Source is set for source routes.
+	Source *SourceInfo `json:"source,omitempty"`
 }
 
 // EndpointInfo describes a route's HTTP or CoAP side.
@@ -240,13 +264,15 @@ func (t *Table) Describe() []RouteInfo {
 	for _, r := range t.Routes() {
 		ri := RouteInfo{
 			Name:        r.Name,
-			Topic:       r.Topic.String(),
-			Filter:      r.Topic.Filter(),
 			QoS:         int(r.QoS),
 			Retain:      r.Retain,
 			ContentType: r.ContentType,
 			Transform:   r.Transform,
 		}
+		if r.Topic != nil {
+			ri.Topic, ri.Filter = r.Topic.String(), r.Topic.Filter()
+		}
+		describeEgress(r, &ri)
 		if r.HTTPPath != nil {
 			ri.HTTP = &EndpointInfo{Path: r.HTTPPath.String(), Methods: slices.Clone(r.HTTPMethods)}
 		}
@@ -297,6 +323,7 @@ type claim struct {
 }
 
 type compiler struct {
+	lookup func(string) (string, bool)
 	errs   []error
 	names  map[string]int
 	claims map[string]map[string]claim // protocol key -> shape+" "+method -> claim
@@ -317,10 +344,29 @@ func (c *compiler) add(path, route, format string, args ...any) {
 // (default 1); a known transform; methods from the protocol's set (default
 // GET, POST, PUT, DELETE; POST for reply routes); no two routes with the same
 // path shape and method on one protocol; no path under the gateway's generic
-// endpoints. Egress (subscribe, http_out, coap_out) and source routes are
-// rejected as not supported yet.
+// endpoints.
+//
+// Egress routes (subscribe with exactly one of http_out and coap_out): a
+// valid subscribe template; a URL template of scheme http/https (http_out)
+// or coap/coaps (coap_out, coaps needs psk) whose variables subscribe
+// captures; ${NAME} in URLs and header values names an environment variable
+// that must be set; a known method (default POST), body (raw or envelope),
+// retry backoff ("MIN..MAX"), overflow policy; max_in_flight at most 1 with
+// ordered. Source routes (source and topic): exactly one of coap_observe and
+// http_poll with a URL of the right scheme, a topic without variables, an
+// interval of at least [MinPollInterval] for http_poll only. Egress and
+// source routes must not carry the keys of other route kinds.
+//
+// Environment variables are read with os.LookupEnv; see [CompileEnv].
 func Compile(specs []RouteSpec) (*Table, error) {
+	return CompileEnv(specs, os.LookupEnv)
+}
+
+// CompileEnv is [Compile] with the environment given by lookup, for tests
+// and for loaders that keep their own environment.
+func CompileEnv(specs []RouteSpec, lookup func(string) (string, bool)) (*Table, error) {
 	c := &compiler{
+		lookup: lookup,
 		names:  map[string]int{},
 		claims: map[string]map[string]claim{"http": {}, "coap": {}},
 	}
@@ -409,17 +455,15 @@ func (c *compiler) route(i int, s *RouteSpec) *Route {
 	}
 
 	switch {
-	case s.HTTPOut != nil:
-		c.add(p+".http_out", name, "egress routes (http_out) are not supported yet")
-		return nil
-	case s.CoAPOut != nil:
-		c.add(p+".coap_out", name, "egress routes (coap_out) are not supported yet")
+	case s.Subscribe != "" || s.HTTPOut != nil || s.CoAPOut != nil:
+		if r := c.egress(i, p, name, s); r != nil && len(c.errs) == nerr {
+			return r
+		}
 		return nil
 	case s.Source != nil:
-		c.add(p+".source", name, "source routes (source) are not supported yet")
-		return nil
-	case s.Subscribe != "":
-		c.add(p+".subscribe", name, "egress routes (subscribe) are not supported yet")
+		if r := c.source(i, p, name, s); r != nil && len(c.errs) == nerr {
+			return r
+		}
 		return nil
 	}
 
@@ -469,20 +513,10 @@ func (c *compiler) route(i int, s *RouteSpec) *Route {
 		c.add(p+".transform", name, "unknown transform %q (want %s or %s)", s.Transform, TransformCBORToJSON, TransformJSONToCBOR)
 	}
 	r.ContentType = s.ContentType
-	if s.ContentType != "" {
-		mt, _, err := mime.ParseMediaType(s.ContentType)
-		typ, sub, _ := strings.Cut(mt, "/")
-		switch {
-		case err != nil:
-			c.add(p+".content_type", name, "invalid media type %q: %v", s.ContentType, err)
-		case typ == "" || sub == "":
-			c.add(p+".content_type", name, "invalid media type %q: want type/subtype, e.g. application/json", s.ContentType)
-		case outType != "" && mt != outType:
-			c.add(p+".content_type", name, "%q contradicts transform %s, which produces %s", s.ContentType, s.Transform, outType)
-		}
-	} else {
+	if s.ContentType == "" {
 		r.ContentType = outType
 	}
+	c.contentType(p, name, s.ContentType, s.Transform, outType)
 
 	if s.HTTP != nil {
 		r.HTTPPath, r.HTTPMethods = c.endpoint(p, r, httpProto, s.HTTP.Path, s.HTTP.Methods)
@@ -494,6 +528,24 @@ func (c *compiler) route(i int, s *RouteSpec) *Route {
 		return nil
 	}
 	return r
+}
+
+// contentType checks a content_type against the output type of a
+// transform ("" if none).
+func (c *compiler) contentType(p, name, ct, transform, outType string) {
+	if ct == "" {
+		return
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	typ, sub, _ := strings.Cut(mt, "/")
+	switch {
+	case err != nil:
+		c.add(p+".content_type", name, "invalid media type %q: %v", ct, err)
+	case typ == "" || sub == "":
+		c.add(p+".content_type", name, "invalid media type %q: want type/subtype, e.g. application/json", ct)
+	case outType != "" && mt != outType:
+		c.add(p+".content_type", name, "%q contradicts transform %s, which produces %s", ct, transform, outType)
+	}
 }
 
 // topic parses a topic or reply.topic template.

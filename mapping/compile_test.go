@@ -234,10 +234,7 @@ func TestCompileErrors(t *testing.T) {
 			{Name: "legacy", Source: &SourceSpec{CoAPObserve: "coap://10.0.0.7/temp"}, Topic: "sensors/legacy"},
 			{Name: "sub", Subscribe: "x/{y}"},
 		}, []string{
-			`routes[0].http_out | routes[0] "alerts": http_out: egress routes (http_out) are not supported yet`,
-			`routes[1].coap_out | routes[1] "valve": coap_out: egress routes (coap_out) are not supported yet`,
-			`routes[2].source | routes[2] "legacy": source: source routes (source) are not supported yet`,
-			`routes[3].subscribe | routes[3] "sub": subscribe: egress routes (subscribe) are not supported yet`,
+			`routes[3].subscribe | routes[3] "sub": subscribe: an egress route needs http_out or coap_out`,
 		}},
 		{"every problem at once, in order", []RouteSpec{
 			{Name: "", Topic: "a/{x}", HTTP: &HTTPSpec{Path: "/topics/{y}"}, QoS: intp(7)},
@@ -458,12 +455,11 @@ func TestSpecExampleYAML(t *testing.T) {
 	if r := doc.Routes[2].HTTPOut.Retry; r == nil || r.MaxAttempts != 10 || r.Backoff != "1s..1m" {
 		t.Errorf("retry = %+v", r)
 	}
-	_, cerr := Compile(doc.Routes)
+	// OPS_TOKEN unset: the header is an error, located like every other.
+	_, cerr := CompileEnv(doc.Routes, env())
 	got := compileErrors(t, cerr)
 	want := []string{
-		`routes[2].http_out | routes[2] "alerts-to-ops": http_out: egress routes (http_out) are not supported yet`,
-		`routes[3].coap_out | routes[3] "valve-actuator": coap_out: egress routes (coap_out) are not supported yet`,
-		`routes[4].source | routes[4] "legacy-sensor": source: source routes (source) are not supported yet`,
+		`routes[2].http_out.headers.Authorization | routes[2] "alerts-to-ops": http_out.headers.Authorization: environment variable OPS_TOKEN is not set (used as ${OPS_TOKEN})`,
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -488,22 +484,21 @@ func TestSpecExampleYAML(t *testing.T) {
 		pos := n.GetToken().Position
 		lines = append(lines, fmt.Sprintf("gateway.yaml:%d:%d: %s", pos.Line, pos.Column, fe.Error()))
 	}
-	// For a block mapping value goccy/go-yaml points at the ':' of its first
-	// key (22:10, "url:"), not at "http_out:" (21:5); a config loader that
-	// wants the key's position should look the parent up and take the key.
 	wantLines := []string{
-		`gateway.yaml:22:10: routes[2] "alerts-to-ops": http_out: egress routes (http_out) are not supported yet`,
-		`gateway.yaml:30:15: routes[3] "valve-actuator": coap_out: egress routes (coap_out) are not supported yet`,
-		`gateway.yaml:33:13: routes[4] "legacy-sensor": source: source routes (source) are not supported yet`,
+		`gateway.yaml:24:32: routes[2] "alerts-to-ops": http_out.headers.Authorization: environment variable OPS_TOKEN is not set (used as ${OPS_TOKEN})`,
 	}
 	if !slices.Equal(lines, wantLines) {
 		t.Errorf("positions:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(wantLines, "\n"))
 	}
 
-	// Only the ingress routes compile.
-	tab, err := Compile(doc.Routes[:2])
+	// With the token set, every route of the example compiles.
+	tab, err := CompileEnv(doc.Routes, env("OPS_TOKEN", "s3cret"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	r, _ := tab.Route("alerts-to-ops")
+	if h := r.HTTPOut.Headers[0]; h.Name != "Authorization" || mustExpand(t, h.Value, Vars{}) != "Bearer s3cret" {
+		t.Errorf("header = %+v", h)
 	}
 	checkGolden(t, "spec_example_routes.json", tab.Describe())
 }
@@ -578,6 +573,24 @@ func TestDuration(t *testing.T) {
 	if string(b) != `{"T":"5s"}` {
 		t.Fatalf("json = %s", b)
 	}
+}
+
+// env returns a lookup over name, value pairs.
+func env(kv ...string) func(string) (string, bool) {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func mustExpand(t *testing.T, tpl *TextTemplate, vars Vars) string {
+	t.Helper()
+	s, err := tpl.Expand(vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func checkGolden(t *testing.T, name string, v any) {

@@ -15,6 +15,10 @@
 //     reports every problem at once as [*FieldError] values whose
 //     [FieldError.FieldPath] ("routes[3].coap.path") the config loader turns
 //     into FILE:LINE:COL.
+//   - Egress and source routes: [Route.Subscribe] with [HTTPOut] or [CoAPOut]
+//     and a defaulted [Delivery] policy, or a [Source]; URL and header
+//     templates are [TextTemplate] values ("{var}" filled per message,
+//     "${NAME}" from the environment at load).
 //   - The compiled [Table] of [Route] values, with lookups for adapters that
 //     do not register one handler per route ([Table.MatchHTTP],
 //     [Table.MatchCoAP]) and a JSON description for GET /routes
