@@ -1,0 +1,944 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/mux"
+	coapNet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/udp"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	coapadapter "github.com/edgebridge/gateway/adapters/coap"
+	"github.com/edgebridge/gateway/bridge"
+)
+
+func init() {
+	register("coap", "CoAP → MQTT (CON, NON) vs raw UDP echo and a bare go-coap server; MQTT → CoAP observe fan-out and memory per observer", runCoAP)
+	register("coap-gen", "(internal) raw-UDP CoAP load generator, run as a child process by `gwload coap`", runCoAPGen)
+	register("coap-obs", "(internal) raw-UDP CoAP observers, run as a child process by `gwload coap`", runCoAPObs)
+}
+
+// coapLoad holds the flags of the coap scenario.
+type coapLoad struct {
+	dur       time.Duration
+	clients   int
+	window    int
+	payload   int
+	procs     int
+	genProcs  int
+	repeat    int
+	observers int
+	obsSocks  int
+	rounds    int
+	sub       string
+	only      string
+	profile   string
+}
+
+func runCoAP(args []string) error {
+	var o coapLoad
+	fs := flag.NewFlagSet("coap", flag.ContinueOnError)
+	fs.DurationVar(&o.dur, "d", 5*time.Second, "duration of each load run")
+	fs.IntVar(&o.clients, "c", 8, "concurrent CoAP clients (one UDP socket each)")
+	fs.IntVar(&o.window, "w", 1, "requests in flight per client (1 = a client waits for each answer)")
+	fs.IntVar(&o.payload, "payload", 64, "payload bytes per request")
+	fs.IntVar(&o.procs, "procs", 1, "GOMAXPROCS of the server side (this process)")
+	fs.IntVar(&o.genProcs, "gen-procs", 1, "GOMAXPROCS of the load generator process")
+	fs.IntVar(&o.repeat, "repeat", 3, "rounds of every run (the table shows medians)")
+	fs.IntVar(&o.observers, "observers", 10000, "observers for the fan-out figure; 0 skips it")
+	fs.IntVar(&o.obsSocks, "observer-sockets", 100, "UDP sockets (peers) the observers are spread over")
+	fs.IntVar(&o.rounds, "rounds", 5, "fan-out publishes to time")
+	fs.StringVar(&o.sub, "sub", "mosquitto", "counting MQTT subscriber: mosquitto (mosquitto_sub, own process) or paho (in process)")
+	fs.StringVar(&o.only, "only", "", "run only the load runs whose name contains this (e.g. CON), for profiling")
+	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the server side to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	runtime.GOMAXPROCS(o.procs)
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+
+	b, err := bridge.New(bridge.Config{Listeners: []bridge.Listener{{Address: "127.0.0.1:0"}}, AllowAnonymous: true, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	defer func() { _ = coapWithTimeout(b.Shutdown) }()
+	gw, err := coapadapter.New(coapadapter.Config{UDP: "127.0.0.1:0", AllowAnonymous: true, MaxObservers: max(o.observers, 1), Logger: log}, b)
+	if err != nil {
+		return err
+	}
+	if err := gw.Start(ctx); err != nil {
+		return err
+	}
+	defer func() { _ = coapWithTimeout(gw.Shutdown) }()
+	gwAddr, _, _ := gw.Addrs()
+
+	echo, err := startUDPEcho()
+	if err != nil {
+		return err
+	}
+	defer echo.stop()
+	bare, err := startBareCoAP()
+	if err != nil {
+		return err
+	}
+	defer bare.stop()
+
+	counter, err := startCoAPCounter(o.sub, b, b.Addrs()[0].Address)
+	if err != nil {
+		return err
+	}
+	defer counter.stop()
+
+	fmt.Printf("gwload coap: %d clients × window %d, %d-byte payloads, %v per run, median of %d; server GOMAXPROCS=%d, generator GOMAXPROCS=%d, %d CPUs\n",
+		o.clients, o.window, o.payload, o.dur, o.repeat, o.procs, o.genProcs, runtime.NumCPU())
+	type row struct {
+		name string
+		res  []genResult
+	}
+	runs := []struct {
+		name, addr, mode string
+		count            bool
+	}{
+		{"raw UDP echo (ceiling)", echo.addr, "echo", false},
+		{"bare go-coap v3.8.0, default options, 2.04", bare.addr, "con", false},
+		{"gateway CoAP→MQTT, CON (QoS 1)", gwAddr, "con", true},
+		{"gateway CoAP→MQTT, NON (QoS 0)", gwAddr, "non", true},
+	}
+	if o.only != "" {
+		runs = slices.DeleteFunc(runs, func(r struct {
+			name, addr, mode string
+			count            bool
+		}) bool {
+			return !strings.Contains(r.name, o.only)
+		})
+	}
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rows := make([]row, len(runs))
+	for rep := range o.repeat {
+		for i, r := range runs {
+			topic := fmt.Sprintf("load/r%d/%d", i, rep)
+			before := counter.count()
+			res, err := runGenerator(r.addr, r.mode, topic, o)
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.name, err)
+			}
+			if r.count {
+				res.delivered = coapSettle(counter, before, res.OK) - before
+				res.counted = true
+			}
+			rows[i].name = r.name
+			rows[i].res = append(rows[i].res, res)
+			fmt.Fprintf(os.Stderr, "  round %d %-45s %8.0f req/s\n", rep+1, r.name, res.rps())
+		}
+	}
+	if len(rows) < 2 {
+		for _, r := range rows {
+			fmt.Printf("%s: %.0f req/s\n", r.name, r.res[len(r.res)/2].rps())
+		}
+		return nil
+	}
+	med := make([]genResult, len(rows))
+	for i, r := range rows {
+		slices.SortFunc(r.res, func(a, b genResult) int { return int(a.rps() - b.rps()) })
+		med[i] = r.res[len(r.res)/2]
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\treq/s\tvs echo\tvs bare go-coap\tp50\tp99\tretransmits\tnon-2.04\tserver CPU\tgenerator CPU\tMQTT delivered / acked\t")
+	for i, r := range med {
+		deliv := "-"
+		if r.counted {
+			deliv = fmt.Sprintf("%d / %d", r.delivered, r.OK)
+			if r.delivered >= r.OK {
+				deliv += " (no loss)"
+			} else {
+				deliv += fmt.Sprintf(" (LOST %d)", r.OK-r.delivered)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f×\t%s\t%s\t%d\t%d\t%.0f%%\t%.0f%%\t%s\t\n", rows[i].name, r.rps(),
+			r.rps()/med[0].rps(), r.rps()/med[1].rps(), coapFmtDur(r.P50), coapFmtDur(r.P99), r.Retrans, r.Errors,
+			100*r.serverCPU, 100*r.genCPU, deliv)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st := b.Stats(); st.MessagesDropped > 0 {
+		fmt.Printf("broker dropped %d messages (mochi's QoS 0 outbound queue to the counting subscriber)\n", st.MessagesDropped)
+	}
+
+	if o.observers > 0 {
+		if err := observeFanout(ctx, b, gwAddr, o); err != nil {
+			return fmt.Errorf("fan-out: %w", err)
+		}
+	}
+	return nil
+}
+
+// genResult is what a generator process reports, plus what the parent
+// measured around it.
+type genResult struct {
+	Sent      int64         `json:"sent"`
+	OK        int64         `json:"ok"`
+	Errors    int64         `json:"errors"`
+	Retrans   int64         `json:"retransmits"`
+	Lost      int64         `json:"lost"`
+	P50       time.Duration `json:"p50"`
+	P99       time.Duration `json:"p99"`
+	Seconds   float64       `json:"seconds"`
+	serverCPU float64       // fraction of one core used by this process during the run
+	genCPU    float64       // fraction of one core used by the generator process
+	delivered int64
+	counted   bool
+}
+
+func (r genResult) rps() float64 { return float64(r.OK) / r.Seconds }
+
+// runGenerator runs one `gwload coap-gen` child against addr.
+func runGenerator(addr, mode, topic string, o coapLoad) (genResult, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return genResult{}, err
+	}
+	cmd := exec.Command(exe, "coap-gen", "-addr", addr, "-mode", mode, "-topic", topic,
+		"-c", strconv.Itoa(o.clients), "-w", strconv.Itoa(o.window), "-payload", strconv.Itoa(o.payload), "-d", o.dur.String())
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(o.genProcs))
+	cmd.Stderr = os.Stderr
+	cpu0 := coapCPU()
+	t0 := time.Now()
+	out, err := cmd.Output()
+	wall := time.Since(t0)
+	cpu1 := coapCPU()
+	if err != nil {
+		return genResult{}, fmt.Errorf("generator: %w", err)
+	}
+	var r genResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		return genResult{}, fmt.Errorf("generator output %q: %w", out, err)
+	}
+	st := cmd.ProcessState
+	r.genCPU = (st.UserTime() + st.SystemTime()).Seconds() / wall.Seconds()
+	r.serverCPU = (cpu1 - cpu0).Seconds() / wall.Seconds()
+	return r, nil
+}
+
+// coapCPU is the CPU time (user + system) of this process so far.
+func coapCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runCoAPGen is the lean raw-UDP CoAP client: -c sockets, each with -w
+// requests in flight, pre-encoded requests whose message ID and token are
+// patched in place; answers are matched by token. A socket that has used
+// 60,000 message IDs is replaced by a new one (a new peer), so no message
+// ID is reused within EXCHANGE_LIFETIME (RFC 7252 §4.4). It prints a
+// genResult as JSON.
+func runCoAPGen(args []string) error {
+	fs := flag.NewFlagSet("coap-gen", flag.ContinueOnError)
+	addr := fs.String("addr", "", "server address")
+	mode := fs.String("mode", "con", "con, non or echo (CON requests, any answer with the token counts)")
+	topic := fs.String("topic", "load/x", "topic (Uri-Path ps/<topic>)")
+	clients := fs.Int("c", 8, "sockets")
+	window := fs.Int("w", 1, "requests in flight per socket")
+	payload := fs.Int("payload", 64, "payload bytes")
+	dur := fs.Duration("d", 5*time.Second, "duration")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ra, err := net.ResolveUDPAddr("udp", *addr)
+	if err != nil {
+		return err
+	}
+	typ := message.Confirmable
+	if *mode == "non" {
+		typ = message.NonConfirmable
+	}
+	path := append([]string{"ps"}, strings.Split(*topic, "/")...)
+	stop := time.Now().Add(*dur)
+	var total genResult
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g := &genClient{ra: ra, typ: typ, window: *window, stop: stop, echo: *mode == "echo"}
+			tmpl, err := coapTemplate(typ, path, *payload)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "coap-gen:", err)
+				return
+			}
+			g.tmpl = tmpl
+			g.tokenBase = uint32(i) << 24
+			if err := g.run(); err != nil {
+				fmt.Fprintln(os.Stderr, "coap-gen:", err)
+			}
+			mu.Lock()
+			total.Sent += g.sent
+			total.OK += g.ok
+			total.Errors += g.errs
+			total.Retrans += g.retrans
+			total.Lost += g.lost
+			lat = append(lat, g.lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	total.Seconds = min(time.Since(start), *dur).Seconds()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		total.P50 = lat[len(lat)/2]
+		total.P99 = lat[len(lat)*99/100]
+	}
+	return json.NewEncoder(os.Stdout).Encode(total)
+}
+
+// coapTemplate encodes a POST with a 4-byte token.
+func coapTemplate(typ message.Type, path []string, payload int) ([]byte, error) {
+	m := message.Message{Type: typ, Code: codes.POST, MessageID: 1, Token: []byte{0, 0, 0, 0}, Options: message.Options{},
+		Payload: []byte(strings.Repeat("x", payload))}
+	buf := make([]byte, 512)
+	for _, p := range path {
+		var n int
+		var err error
+		m.Options, n, err = m.Options.AddString(buf, message.URIPath, p)
+		if err != nil {
+			return nil, err
+		}
+		buf = buf[n:]
+	}
+	var b [4]byte
+	m.Options, _, _ = m.Options.SetUint32(b[:], message.ContentFormat, uint32(message.TextPlain))
+	size, err := coder.DefaultCoder.Size(m)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, size)
+	n, err := coder.DefaultCoder.Encode(m, out)
+	return out[:n], err
+}
+
+// genClient is one generator socket.
+type genClient struct {
+	ra        *net.UDPAddr
+	typ       message.Type
+	window    int
+	stop      time.Time
+	echo      bool
+	tmpl      []byte
+	tokenBase uint32
+
+	conn     *net.UDPConn
+	mids     int
+	next     uint32
+	inflight []genSlot
+	sent     int64
+	ok       int64
+	errs     int64
+	retrans  int64
+	lost     int64
+	lat      []time.Duration
+}
+
+type genSlot struct {
+	token uint32
+	buf   []byte
+	sent  time.Time
+	first time.Time
+	tries int
+}
+
+const genRetransmit = 500 * time.Millisecond
+
+func (g *genClient) dial() error {
+	if g.conn != nil {
+		_ = g.conn.Close()
+	}
+	c, err := net.DialUDP("udp", nil, g.ra)
+	if err != nil {
+		return err
+	}
+	_ = c.SetReadBuffer(1 << 20)
+	g.conn, g.mids = c, 0
+	return nil
+}
+
+func (g *genClient) send() error {
+	g.next++
+	s := genSlot{token: g.tokenBase | g.next&0xFFFFFF, buf: slices.Clone(g.tmpl)}
+	binary.BigEndian.PutUint16(s.buf[2:], uint16(g.mids))
+	binary.BigEndian.PutUint32(s.buf[4:], s.token)
+	g.mids++
+	s.sent = time.Now()
+	s.first = s.sent
+	if _, err := g.conn.Write(s.buf); err != nil {
+		return err
+	}
+	g.sent++
+	g.inflight = append(g.inflight, s)
+	return nil
+}
+
+func (g *genClient) run() error {
+	if err := g.dial(); err != nil {
+		return err
+	}
+	defer func() { _ = g.conn.Close() }()
+	buf := make([]byte, 2048)
+	drainUntil := g.stop.Add(3 * time.Second)
+	for {
+		now := time.Now()
+		sending := now.Before(g.stop)
+		if g.mids >= 60000 && len(g.inflight) == 0 {
+			if err := g.dial(); err != nil {
+				return err
+			}
+		}
+		for sending && g.mids < 60000 && len(g.inflight) < g.window {
+			if err := g.send(); err != nil {
+				return err
+			}
+		}
+		if len(g.inflight) == 0 && !sending {
+			return nil
+		}
+		if now.After(drainUntil) {
+			g.lost += int64(len(g.inflight))
+			return nil
+		}
+		_ = g.conn.SetReadDeadline(now.Add(50 * time.Millisecond))
+		n, err := g.conn.Read(buf)
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return err
+			}
+			g.retransmitDue(time.Now())
+			continue
+		}
+		if n < 8 || buf[0]&0x0f != 4 {
+			continue // no 4-byte token: an empty ACK or something else
+		}
+		token := binary.BigEndian.Uint32(buf[4:8])
+		for i, s := range g.inflight {
+			if s.token != token {
+				continue
+			}
+			switch {
+			case g.echo || buf[1] == byte(codes.Changed):
+				g.ok++
+				g.lat = append(g.lat, time.Since(s.first))
+			default:
+				g.errs++
+			}
+			g.inflight = slices.Delete(g.inflight, i, i+1)
+			break
+		}
+		if g.sent%64 == 0 {
+			g.retransmitDue(time.Now())
+		}
+	}
+}
+
+// retransmitDue resends CONs unanswered for genRetransmit (the same bytes:
+// a retransmission); NONs are not retransmitted but given up after 5 s.
+func (g *genClient) retransmitDue(now time.Time) {
+	for i := 0; i < len(g.inflight); i++ {
+		s := &g.inflight[i]
+		if now.Sub(s.sent) < genRetransmit {
+			continue
+		}
+		if g.typ == message.NonConfirmable || s.tries >= 4 {
+			if now.Sub(s.first) > 5*time.Second || s.tries >= 4 {
+				g.lost++
+				g.inflight = slices.Delete(g.inflight, i, i+1)
+				i--
+			}
+			continue
+		}
+		s.tries++
+		s.sent = now
+		g.retrans++
+		_, _ = g.conn.Write(s.buf)
+	}
+}
+
+// udpEcho is the physical ceiling: a loop that sends every datagram back.
+type udpEcho struct {
+	conn *net.UDPConn
+	addr string
+	done chan struct{}
+}
+
+func startUDPEcho() (*udpEcho, error) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetReadBuffer(4 << 20)
+	e := &udpEcho{conn: c, addr: c.LocalAddr().String(), done: make(chan struct{})}
+	go func() { // owned: ends when stop closes the socket
+		defer close(e.done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return e, nil
+}
+
+func (e *udpEcho) stop() {
+	_ = e.conn.Close()
+	<-e.done
+}
+
+// bareCoAP is go-coap v3.8.0's UDP server with default options and a
+// handler that answers 2.04: the baseline of the issue. Only the error sink
+// is set (its default prints to stdout).
+type bareCoAP struct {
+	addr   string
+	stopFn func()
+	done   chan struct{}
+}
+
+func startBareCoAP() (*bareCoAP, error) {
+	l, err := coapNet.NewListenUDP("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := udp.NewServer(options.WithErrors(func(error) {}), options.WithMux(mux.HandlerFunc(func(w mux.ResponseWriter, _ *mux.Message) {
+		_ = w.SetResponse(codes.Changed, message.TextPlain, nil)
+	})))
+	b := &bareCoAP{addr: l.LocalAddr().String(), done: make(chan struct{})}
+	go func() { // owned: ends at stop
+		defer close(b.done)
+		_ = srv.Serve(l)
+	}()
+	b.stopFn = func() {
+		srv.Stop()
+		_ = l.Close()
+	}
+	return b, nil
+}
+
+func (b *bareCoAP) stop() {
+	b.stopFn()
+	<-b.done
+}
+
+// coapCounter counts MQTT messages on load/# (one per line of
+// mosquitto_sub, or in process with paho).
+type coapCounter interface {
+	count() int64
+	stop()
+}
+
+func startCoAPCounter(kind string, b *bridge.Broker, addr string) (coapCounter, error) {
+	if kind == "mosquitto" {
+		if _, err := exec.LookPath("mosquitto_sub"); err == nil {
+			return startCoAPMosquitto(b, addr)
+		}
+		fmt.Fprintln(os.Stderr, "gwload coap: mosquitto_sub not found, counting in process with paho")
+	}
+	return startCoAPPaho(addr)
+}
+
+type coapMosquitto struct {
+	cmd  *exec.Cmd
+	n    atomic.Int64
+	done chan struct{}
+}
+
+func startCoAPMosquitto(b *bridge.Broker, addr string) (*coapMosquitto, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("mosquitto_sub", "-h", host, "-p", port, "-V", "5", "-q", "0",
+		"-t", "load/#", "-t", "ready/gwload-coap", "-i", "gwload-coap-count")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	m := &coapMosquitto{cmd: cmd, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() { // owned: ends when stop kills mosquitto_sub
+		defer close(m.done)
+		r := bufio.NewReaderSize(out, 64<<10)
+		var once sync.Once
+		for {
+			line, err := r.ReadSlice('\n')
+			if len(line) > 0 {
+				if strings.HasPrefix(string(line), "ready") {
+					once.Do(func() { close(ready) })
+				} else {
+					m.n.Add(1)
+				}
+			}
+			if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := b.Publish(context.Background(), bridge.Message{Topic: "ready/gwload-coap", Payload: []byte("ready")}); err != nil {
+			m.stop()
+			return nil, err
+		}
+		select {
+		case <-ready:
+			time.Sleep(100 * time.Millisecond)
+			return m, nil
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			m.stop()
+			return nil, errors.New("mosquitto_sub did not subscribe within 10s")
+		}
+	}
+}
+
+func (m *coapMosquitto) count() int64 { return m.n.Load() }
+
+func (m *coapMosquitto) stop() {
+	_ = m.cmd.Process.Kill()
+	<-m.done
+	_ = m.cmd.Wait()
+}
+
+type coapPaho struct {
+	c *paho.Client
+	n atomic.Int64
+}
+
+func startCoAPPaho(addr string) (*coapPaho, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	k := &coapPaho{}
+	k.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(paho.PublishReceived) (bool, error) { k.n.Add(1); return true, nil },
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := k.c.Connect(ctx, &paho.Connect{ClientID: "gwload-coap-count", CleanStart: true, KeepAlive: 30}); err != nil {
+		return nil, err
+	}
+	if _, err := k.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "load/#", QoS: 0}}}); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+func (k *coapPaho) count() int64 { return k.n.Load() }
+
+func (k *coapPaho) stop() {
+	_ = k.c.Disconnect(&paho.Disconnect{})
+	select {
+	case <-k.c.Done():
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// coapSettle waits until the counter reaches before+want or stops growing.
+func coapSettle(c coapCounter, before, want int64) int64 {
+	last, still := c.count(), 0
+	for range 100 {
+		if last-before >= want {
+			return last
+		}
+		time.Sleep(50 * time.Millisecond)
+		n := c.count()
+		if n == last {
+			if still++; still >= 20 {
+				return n
+			}
+		} else {
+			still = 0
+		}
+		last = n
+	}
+	return last
+}
+
+// observeFanout registers o.observers observations from a child process,
+// publishes one message o.rounds times and reports how long until the last
+// observer had it, and the memory each observer costs this process.
+func observeFanout(ctx context.Context, b *bridge.Broker, gwAddr string, o coapLoad) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	heap0, rss0 := coapMem()
+	cmd := exec.Command(exe, "coap-obs", "-addr", gwAddr, "-n", strconv.Itoa(o.observers), "-sockets", strconv.Itoa(o.obsSocks))
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(o.genProcs))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	}()
+	lines := bufio.NewScanner(stdout)
+	next := func() (string, error) {
+		if !lines.Scan() {
+			if err := lines.Err(); err != nil {
+				return "", err
+			}
+			return "", io.EOF
+		}
+		return lines.Text(), nil
+	}
+	if l, err := next(); err != nil || l != "ready" {
+		return fmt.Errorf("observers did not register: %q %v", l, err)
+	}
+	heap1, rss1 := coapMem()
+	var times []time.Duration
+	for r := range o.rounds {
+		t0 := time.Now()
+		if _, err := fmt.Fprintf(stdin, "go %d\n", r); err != nil {
+			return err
+		}
+		if l, err := next(); err != nil || l != "armed" {
+			return fmt.Errorf("observer process: %q %v", l, err)
+		}
+		t0 = time.Now()
+		if err := b.Publish(ctx, bridge.Message{Topic: "fan/out", Payload: []byte(fmt.Sprintf("round %d", r)), QoS: 1}); err != nil {
+			return err
+		}
+		l, err := next()
+		if err != nil {
+			return err
+		}
+		var lastNano, got int64
+		if _, err := fmt.Sscanf(l, "done %d %d", &got, &lastNano); err != nil {
+			return fmt.Errorf("observer process said %q", l)
+		}
+		if got != int64(o.observers) {
+			return fmt.Errorf("round %d: %d of %d observers notified", r, got, o.observers)
+		}
+		times = append(times, time.Unix(0, lastNano).Sub(t0))
+	}
+	slices.Sort(times)
+	fmt.Printf("\nobserve fan-out: 1 MQTT message (QoS 1, so CON notifications, each acknowledged) to %d observers on %d UDP peers\n", o.observers, o.obsSocks)
+	fmt.Printf("  time until the last observer had it: median %s, max %s (%d rounds)\n", coapFmtDur(times[len(times)/2]), coapFmtDur(times[len(times)-1]), len(times))
+	fmt.Printf("  memory per observer (this process, after GC): heap+stacks %.1f KiB, RSS %.1f KiB\n",
+		(heap1-heap0)/float64(o.observers)/1024, (rss1-rss0)/float64(o.observers)/1024)
+	return nil
+}
+
+// coapMem returns heap+stack bytes in use after GC, and the RSS.
+func coapMem() (heap, rss float64) {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	heap = float64(ms.HeapAlloc + ms.StackInuse)
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 1 {
+			pages, _ := strconv.ParseFloat(f[1], 64)
+			rss = pages * float64(os.Getpagesize())
+		}
+	}
+	return heap, rss
+}
+
+// runCoAPObs is the observer side of the fan-out: -n observations of
+// /ps/fan/out over -sockets sockets. It prints "ready" once all are
+// registered; then for each "go" line on stdin it prints "armed", waits for
+// one notification per observer (acknowledging CONs) and prints
+// "done <count> <unix-nanos of the last one>".
+func runCoAPObs(args []string) error {
+	fs := flag.NewFlagSet("coap-obs", flag.ContinueOnError)
+	addr := fs.String("addr", "", "gateway address")
+	n := fs.Int("n", 10000, "observers")
+	socks := fs.Int("sockets", 100, "sockets")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ra, err := net.ResolveUDPAddr("udp", *addr)
+	if err != nil {
+		return err
+	}
+	per := (*n + *socks - 1) / *socks
+	type sock struct {
+		c   *net.UDPConn
+		obs int
+	}
+	var ss []*sock
+	for i := 0; i < *socks && i*per < *n; i++ {
+		c, err := net.DialUDP("udp", nil, ra)
+		if err != nil {
+			return err
+		}
+		_ = c.SetReadBuffer(4 << 20)
+		defer func() { _ = c.Close() }()
+		ss = append(ss, &sock{c: c, obs: min(per, *n-i*per)})
+	}
+	// Register, a window of 32 at a time per socket.
+	var wg sync.WaitGroup
+	var regErr atomic.Value
+	for si, s := range ss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1500)
+			pending := map[uint32]bool{}
+			next := 0
+			for next < s.obs || len(pending) > 0 {
+				for next < s.obs && len(pending) < 32 {
+					tok := uint32(si)<<16 | uint32(next)
+					m := message.Message{Type: message.Confirmable, Code: codes.GET, MessageID: int32(next), Token: binary.BigEndian.AppendUint32(nil, tok), Options: message.Options{}}
+					ob := make([]byte, 64)
+					m.Options, _, _ = m.Options.SetUint32(ob, message.Observe, 0)
+					m.Options, _, _ = m.Options.AddString(ob[1:], message.URIPath, "ps")
+					m.Options, _, _ = m.Options.AddString(ob[3:], message.URIPath, "fan")
+					m.Options, _, _ = m.Options.AddString(ob[6:], message.URIPath, "out")
+					size, _ := coder.DefaultCoder.Size(m)
+					d := make([]byte, size)
+					if _, err := coder.DefaultCoder.Encode(m, d); err != nil {
+						regErr.Store(err)
+						return
+					}
+					_, _ = s.c.Write(d)
+					pending[tok] = true
+					next++
+				}
+				_ = s.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				k, err := s.c.Read(buf)
+				if err != nil {
+					regErr.Store(fmt.Errorf("registration: %w (%d pending)", err, len(pending)))
+					return
+				}
+				if k >= 8 && buf[0]&0x0f == 4 && buf[1] == byte(codes.Content) {
+					delete(pending, binary.BigEndian.Uint32(buf[4:8]))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := regErr.Load().(error); ok {
+		return err
+	}
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var got atomic.Int64
+		var last atomic.Int64
+		fmt.Println("armed")
+		var rw sync.WaitGroup
+		for _, s := range ss {
+			rw.Add(1)
+			go func() {
+				defer rw.Done()
+				buf := make([]byte, 1500)
+				seen := 0
+				for seen < s.obs {
+					_ = s.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+					k, err := s.c.Read(buf)
+					if err != nil {
+						return
+					}
+					if k < 4 {
+						continue
+					}
+					if buf[0]>>4&0x3 == byte(message.Confirmable) {
+						ack := []byte{0x60, 0, buf[2], buf[3]}
+						_, _ = s.c.Write(ack)
+					}
+					if buf[1] == byte(codes.Content) {
+						seen++
+						now := time.Now().UnixNano()
+						for {
+							l := last.Load()
+							if now <= l || last.CompareAndSwap(l, now) {
+								break
+							}
+						}
+					}
+				}
+				got.Add(int64(seen))
+			}()
+		}
+		rw.Wait()
+		fmt.Printf("done %d %d\n", got.Load(), last.Load())
+	}
+	return nil
+}
+
+func coapWithTimeout(f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return f(ctx)
+}
+
+func coapFmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.1fms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	}
+}
