@@ -28,6 +28,10 @@ type Delivery struct {
 	Vars mapping.Vars
 	// Attempt counts earlier failed attempts (0 on the first).
 	Attempt int
+	// ID identifies the message within its route's queue, across restarts
+	// too; with Route it makes an idempotency key for endpoints that want
+	// to drop the duplicates at-least-once delivery may bring.
+	ID uint64
 }
 
 // Response is an endpoint's answer.
@@ -408,7 +412,7 @@ func (r *route) deliver(ctx context.Context, it queue.Item) {
 		r.settle(r.q.Fail(it.ID))
 		return
 	}
-	d := &Delivery{Route: r.cfg.Name, Message: m, Vars: vars, Attempt: it.Attempts}
+	d := &Delivery{Route: r.cfg.Name, Message: m, Vars: vars, Attempt: it.Attempts, ID: it.ID}
 	actx, cancel := context.WithTimeout(ctx, r.cfg.Delivery.Timeout)
 	resp, err := r.cfg.Deliverer.Deliver(actx, d)
 	cancel()
