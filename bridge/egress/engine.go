@@ -49,7 +49,8 @@ type Response struct {
 // nil and the answer on success (2xx / 2.xx); an error marked
 // [ErrPermanent] (e.g. a non-retryable [*StatusError]) when retrying is
 // pointless; any other error to retry. It is called from several
-// goroutines at once.
+// goroutines at once. A Deliverer with a Close() method is closed by the
+// engine's Shutdown, after the last delivery.
 type Deliverer interface {
 	Deliver(ctx context.Context, d *Delivery) (Response, error)
 }
@@ -265,6 +266,11 @@ func (e *Engine) stop() {
 			e.cancel()
 		}
 		e.wg.Wait()
+		for _, r := range e.routes {
+			if c, ok := r.cfg.Deliverer.(interface{ Close() }); ok {
+				c.Close()
+			}
+		}
 		if e.store != nil {
 			e.stopErr = e.store.Close()
 		}
