@@ -139,6 +139,11 @@ func TestCORS(t *testing.T) {
 }
 
 func TestHTTPS(t *testing.T) {
+	// A write deadline shorter than the idle time between events must not
+	// end an HTTP/2 stream.
+	old := sseWriteWait
+	sseWriteWait = 100 * time.Millisecond
+	defer func() { sseWriteWait = old }()
 	cert, pool := selfSigned(t)
 	b := startBroker(t, bridgeConfig())
 	s := startServer(t, b, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
@@ -157,6 +162,7 @@ func TestHTTPS(t *testing.T) {
 	}
 	// SSE over HTTP/2 too.
 	st := e.openSSE(t, context.Background(), "/topics/tls/%23")
+	time.Sleep(400 * time.Millisecond) // idle for 4× the write deadline
 	resp, body = e.do(t, "POST", "/topics/tls/y", "streamed")
 	wantStatus(t, resp, body, 204)
 	if env := envelopeOf(t, st.next()); env.Payload != "streamed" {

@@ -147,6 +147,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, filter, route st
 		if err == nil {
 			err = rc.Flush()
 		}
+		// No deadline while idle: HTTP/2 resets a stream whose write
+		// deadline passes even when nothing is being written.
+		_ = rc.SetWriteDeadline(time.Time{})
 		buf = buf[:0]
 		return err == nil
 	}

@@ -204,3 +204,19 @@ func TestShutdownEndsStreams(t *testing.T) {
 		t.Fatal("Start after Shutdown succeeded")
 	}
 }
+
+func TestSSEEndsWhenBrokerStops(t *testing.T) {
+	e := start(t, Config{SSEHeartbeat: 20 * time.Millisecond})
+	st := e.openSSE(t, context.Background(), "/topics/x")
+	waitFor(t, "stream open", func() bool { return e.s.sseOpen.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-st.done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("stream still open after the broker stopped")
+	}
+}
