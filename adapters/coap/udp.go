@@ -21,12 +21,21 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
 
+// socketBuffer is the receive and send buffer we ask for: a fan-out to
+// 10,000 observers brings 10,000 ACKs back at once, and the kernel counts
+// about 1 KiB per small datagram.
+const socketBuffer = 16 << 20
+
 // maxDatagram is the largest UDP payload we read.
 const maxDatagram = 65535
 
 // blockTransferTimeout bounds a half-done block-wise transfer; each new block
 // extends it (rolling expiration).
 const blockTransferTimeout = 30 * time.Second
+
+// receivedQueue is the per-peer queue between the read loop and the peer's
+// handler goroutine.
+const receivedQueue = 256
 
 // dedupMaxEntries caps the response cache of one peer (see dedupCache).
 const dedupMaxEntries = 16384
@@ -35,8 +44,9 @@ const dedupMaxEntries = 16384
 // gets a peer with a go-coap udp/client.Conn over a udpSession, created with
 // public go-coap pieces only, and our cheap response cache.
 type udpListener struct {
-	s    *Server
-	conn *net.UDPConn
+	s     *Server
+	conn  *net.UDPConn
+	batch *batchIO // nil: one system call per datagram
 
 	mu    sync.Mutex
 	peers map[netip.AddrPort]*udpPeer
@@ -57,15 +67,19 @@ func listenUDP(s *Server, addr string) (*udpListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Large socket buffers ride out bursts; errors only mean the OS
-	// default stays.
-	_ = c.SetReadBuffer(4 << 20)
-	_ = c.SetWriteBuffer(4 << 20)
-	return &udpListener{s: s, conn: c, peers: make(map[netip.AddrPort]*udpPeer)}, nil
+	setSocketBuffers(c, socketBuffer)
+	l := &udpListener{s: s, conn: c, peers: make(map[netip.AddrPort]*udpPeer)}
+	l.batch = newBatchIO(l)
+	return l, nil
 }
 
 // serve reads datagrams until the socket is closed.
 func (l *udpListener) serve() {
+	if l.batch != nil {
+		l.s.goRun(l.batch.write)
+		l.batch.read()
+		return
+	}
 	buf := make([]byte, maxDatagram+1)
 	for {
 		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
@@ -185,6 +199,10 @@ func (s *Server) newDatagramConn(sess udpClient.Session, p *peer) *udpClient.Con
 	cfg.BlockwiseSZX = blockwise.SZX1024
 	cfg.BlockwiseTransferTimeout = blockTransferTimeout
 	cfg.MaxMessageSize = maxDatagram
+	// Process hands each message to the peer's goroutine through this
+	// queue and blocks our shared read loop when it is full: a burst of
+	// ACKs for a fan-out must fit.
+	cfg.ReceivedMessageQueueSize = receivedQueue
 	p.cache = newDedupCache(udpClient.ExchangeLifetime, dedupMaxEntries)
 	cc := udpClient.NewConnWithOpts(sess, &cfg,
 		udpClient.WithResponseMessageCache(p.cache),
@@ -278,6 +296,9 @@ func (s *udpSession) WriteMessage(req *pool.Message) error {
 		return err
 	}
 	s.p.sent(req)
+	if s.l.batch != nil {
+		return s.l.batch.send(data, s.raddr)
+	}
 	_, err = s.l.conn.WriteToUDPAddrPort(data, s.raddr)
 	return err
 }

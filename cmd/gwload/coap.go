@@ -120,10 +120,6 @@ func runCoAP(args []string) error {
 
 	fmt.Printf("gwload coap: %d clients × window %d, %d-byte payloads, %v per run, median of %d; server GOMAXPROCS=%d, generator GOMAXPROCS=%d, %d CPUs\n",
 		o.clients, o.window, o.payload, o.dur, o.repeat, o.procs, o.genProcs, runtime.NumCPU())
-	type row struct {
-		name string
-		res  []genResult
-	}
 	runs := []struct {
 		name, addr, mode string
 		count            bool
@@ -151,7 +147,7 @@ func runCoAP(args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	rows := make([]row, len(runs))
+	rows := make([]coapRow, len(runs))
 	for rep := range o.repeat {
 		for i, r := range runs {
 			topic := fmt.Sprintf("load/r%d/%d", i, rep)
@@ -173,36 +169,9 @@ func runCoAP(args []string) error {
 		for _, r := range rows {
 			fmt.Printf("%s: %.0f req/s\n", r.name, r.res[len(r.res)/2].rps())
 		}
-		return nil
-	}
-	med := make([]genResult, len(rows))
-	for i, r := range rows {
-		slices.SortFunc(r.res, func(a, b genResult) int { return int(a.rps() - b.rps()) })
-		med[i] = r.res[len(r.res)/2]
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\treq/s\tvs echo\tvs bare go-coap\tp50\tp99\tretransmits\tnon-2.04\tserver CPU\tgenerator CPU\tMQTT delivered / acked\t")
-	for i, r := range med {
-		deliv := "-"
-		if r.counted {
-			deliv = fmt.Sprintf("%d / %d", r.delivered, r.OK)
-			if r.delivered >= r.OK {
-				deliv += " (no loss)"
-			} else {
-				deliv += fmt.Sprintf(" (LOST %d)", r.OK-r.delivered)
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f×\t%s\t%s\t%d\t%d\t%.0f%%\t%.0f%%\t%s\t\n", rows[i].name, r.rps(),
-			r.rps()/med[0].rps(), r.rps()/med[1].rps(), coapFmtDur(r.P50), coapFmtDur(r.P99), r.Retrans, r.Errors,
-			100*r.serverCPU, 100*r.genCPU, deliv)
-	}
-	if err := tw.Flush(); err != nil {
+	} else if err := printCoAPTable(rows[0].name, rows, b); err != nil {
 		return err
 	}
-	if st := b.Stats(); st.MessagesDropped > 0 {
-		fmt.Printf("broker dropped %d messages (mochi's QoS 0 outbound queue to the counting subscriber)\n", st.MessagesDropped)
-	}
-
 	if o.observers > 0 {
 		if err := observeFanout(ctx, b, gwAddr, o); err != nil {
 			return fmt.Errorf("fan-out: %w", err)
@@ -778,10 +747,13 @@ func observeFanout(ctx context.Context, b *bridge.Broker, gwAddr string, o coapL
 			return fmt.Errorf("round %d: %d of %d observers notified", r, got, o.observers)
 		}
 		times = append(times, time.Unix(0, lastNano).Sub(t0))
+		fmt.Fprintf(os.Stderr, "  fan-out round %d: %s\n", r+1, coapFmtDur(times[len(times)-1]))
 	}
 	slices.Sort(times)
+	drops := udpDrops(gwAddr)
 	fmt.Printf("\nobserve fan-out: 1 MQTT message (QoS 1, so CON notifications, each acknowledged) to %d observers on %d UDP peers\n", o.observers, o.obsSocks)
 	fmt.Printf("  time until the last observer had it: median %s, max %s (%d rounds)\n", coapFmtDur(times[len(times)/2]), coapFmtDur(times[len(times)-1]), len(times))
+	fmt.Printf("  datagrams the kernel dropped on the gateway's socket (receive buffer full): %d\n", drops)
 	fmt.Printf("  memory per observer (this process, after GC): heap+stacks %.1f KiB, RSS %.1f KiB\n",
 		(heap1-heap0)/float64(o.observers)/1024, (rss1-rss0)/float64(o.observers)/1024)
 	return nil
@@ -941,4 +913,67 @@ func coapFmtDur(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dµs", d.Microseconds())
 	}
+}
+
+// coapRow is one load run with its rounds.
+type coapRow struct {
+	name string
+	res  []genResult
+}
+
+// printCoAPTable prints the medians, each beside the echo (first row) and
+// the bare go-coap server (second row).
+func printCoAPTable(_ string, rows []coapRow, b *bridge.Broker) error {
+	med := make([]genResult, len(rows))
+	for i, r := range rows {
+		slices.SortFunc(r.res, func(a, b genResult) int { return int(a.rps() - b.rps()) })
+		med[i] = r.res[len(r.res)/2]
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\treq/s\tvs echo\tvs bare go-coap\tp50\tp99\tretransmits\tnon-2.04\tserver CPU\tgenerator CPU\tMQTT delivered / acked\t")
+	for i, r := range med {
+		deliv := "-"
+		if r.counted {
+			deliv = fmt.Sprintf("%d / %d", r.delivered, r.OK)
+			if r.delivered >= r.OK {
+				deliv += " (no loss)"
+			} else {
+				deliv += fmt.Sprintf(" (LOST %d)", r.OK-r.delivered)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f×\t%s\t%s\t%d\t%d\t%.0f%%\t%.0f%%\t%s\t\n", rows[i].name, r.rps(),
+			r.rps()/med[0].rps(), r.rps()/med[1].rps(), coapFmtDur(r.P50), coapFmtDur(r.P99), r.Retrans, r.Errors,
+			100*r.serverCPU, 100*r.genCPU, deliv)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st := b.Stats(); st.MessagesDropped > 0 {
+		fmt.Printf("broker dropped %d messages (mochi's QoS 0 outbound queue to the counting subscriber)\n", st.MessagesDropped)
+	}
+
+	return nil
+}
+
+// udpDrops reads the drop counter of the UDP socket bound to addr from
+// /proc/net/udp (Linux); -1 when unknown.
+func udpDrops(addr string) int64 {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return -1
+	}
+	p, _ := strconv.Atoi(port)
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		return -1
+	}
+	want := fmt.Sprintf(":%04X", p)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 12 && strings.HasSuffix(f[1], want) {
+			n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+			return n
+		}
+	}
+	return -1
 }
