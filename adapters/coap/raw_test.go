@@ -178,3 +178,20 @@ func value(m prometheus.Metric) float64 {
 	}
 	return d.Gauge.GetValue()
 }
+
+// RFC 7252 §5.2.3: a NON request gets a NON response (go-coap would send CON
+// and retransmit it until acknowledged).
+func TestNONRequestGetsNONResponse(t *testing.T) {
+	e := start(t, Config{})
+	c := dialRaw(t, e.udp)
+	req := c.request(message.NonConfirmable, codes.POST, "non", -1, "ps", "n")
+	req.Payload = []byte("x")
+	c.send(encode(t, req))
+	_, m, ok := c.recv(time.Second)
+	if !ok || m.Type != message.NonConfirmable || m.Code != codes.Changed || string(m.Token) != "non" {
+		t.Fatalf("answer %+v", m)
+	}
+	if _, m, ok := c.recv(3 * time.Second); ok {
+		t.Fatalf("retransmitted: %+v", m)
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/mux"
 	coapNet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	"github.com/plgd-dev/go-coap/v3/options/config"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
@@ -203,6 +205,20 @@ func (s *Server) newDatagramConn(sess udpClient.Session, p *peer) *udpClient.Con
 	// queue and blocks our shared read loop when it is full: a burst of
 	// ACKs for a fan-out must fit.
 	cfg.ReceivedMessageQueueSize = receivedQueue
+	// go-coap v3.8.0 answers a NON request with a CON response, which the
+	// peer must acknowledge and go-coap retransmits until it does (RFC
+	// 7252 §5.2.3 lets a NON response answer a NON request, and that is
+	// what constrained clients expect). Turn it back into NON before it is
+	// written.
+	cfg.ProcessReceivedMessage = func(req *pool.Message, cc *udpClient.Conn, handler config.HandlerFunc[*udpClient.Conn]) {
+		non := req.Type() == message.NonConfirmable
+		cc.ProcessReceivedMessageWithHandler(req, func(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
+			handler(w, r)
+			if non && w.Message().Type() == message.Confirmable {
+				w.Message().SetType(message.NonConfirmable)
+			}
+		})
+	}
 	p.cache = newDedupCache(udpClient.ExchangeLifetime, dedupMaxEntries)
 	cc := udpClient.NewConnWithOpts(sess, &cfg,
 		udpClient.WithResponseMessageCache(p.cache),
