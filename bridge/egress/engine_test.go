@@ -360,6 +360,7 @@ func TestSourceRunsAgainAfterFailure(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing published")
 	}
+	waitFor(t, "counted", func() bool { s, _ := e.SourceStats("legacy"); return s.Published == 1 })
 	s, _ := e.SourceStats("legacy")
 	if s.Failures != 2 || s.Published != 1 {
 		t.Errorf("stats %+v", s)

@@ -12,7 +12,7 @@ type metrics struct {
 	latency *prometheus.HistogramVec
 
 	delivered, retried, failed, dropped, depth, inFlight, replies *prometheus.Desc
-	srcPublished, srcFailures                                      *prometheus.Desc
+	srcPublished, srcFailures                                     *prometheus.Desc
 }
 
 func newMetrics(e *Engine) *metrics {
