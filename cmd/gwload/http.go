@@ -197,7 +197,9 @@ func runHTTP(args []string) error {
 				sub.stop()
 			}
 			c.res = append(c.res, result{r: r, delivered: delivered})
-			fmt.Fprintf(os.Stderr, "  round %d  %-10s %-12s %8.0f req/s  p99 %v\n", round+1, c.name, c.load, r.rps(), r.p99)
+			st := b.Stats()
+			fmt.Fprintf(os.Stderr, "  round %d  %-10s %-12s %8.0f req/s  p99 %-9v  broker: dropped %d, inflight %d\n",
+				round+1, c.name, c.load, r.rps(), r.p99, st.MessagesDropped, st.Inflight)
 		}
 	}
 
