@@ -250,5 +250,45 @@ func TestCurlInterop(t *testing.T) {
 	if m := sub.Next(); m.Topic != "curl/b" {
 		t.Fatalf("curl batch delivered %s", m.Topic)
 	}
+
 	waitFor(t, "curl stream closed", func() bool { return e.s.sseOpen.Load() == 0 })
+
+	// mosquitto_sub as the MQTT side, when installed (required under CI).
+	msub, err := exec.LookPath("mosquitto_sub")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto_sub is required in CI")
+		}
+		t.Log("mosquitto_sub not installed: skipping that half")
+		return
+	}
+	host, port, _ := net.SplitHostPort(e.mqtt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, msub, "-h", host, "-p", port, "-V", "5", "-t", "curl/m", "-C", "1",
+		"-F", "%t|%p|%C|%P")
+	subOut := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = subOut, subOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// mosquitto_sub gives no sign that it has subscribed: publish until it
+	// prints the message and exits (-C 1).
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		code := run("-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--data-binary", "hello",
+			"-H", "Content-Type: text/plain", "-H", "MQTT-User-Property: k=v", e.url+"/topics/curl/m?qos=1")
+		if code != "204" {
+			t.Fatalf("curl POST: %s", code)
+		}
+		select {
+		case err := <-done:
+			if err != nil || strings.TrimSpace(subOut.String()) != "curl/m|hello|text/plain|k:v" {
+				t.Fatalf("mosquitto_sub: %v %q", err, subOut.String())
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -126,7 +126,7 @@ func (s *Server) buildRouter(mount RouteMounter) (mux *chi.Mux, err error) {
 			AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete},
 			AllowedHeaders: []string{"Content-Type", "Accept", "Authorization", "Last-Event-ID",
 				"MQTT-User-Property", "MQTT-Message-Expiry"},
-			ExposedHeaders: []string{"Retry-After", "MQTT-User-Property", "MQTT-Message-Expiry", "MQTT-QoS", "MQTT-Topic"},
+			ExposedHeaders: []string{"Retry-After", "MQTT-User-Property", "MQTT-Message-Expiry"},
 			MaxAge:         600,
 		}))
 	}
