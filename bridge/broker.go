@@ -126,17 +126,17 @@ func (b *Broker) Start(ctx context.Context) error {
 		_ = b.srv.Close()
 		return fmt.Errorf("starting broker: %w", err)
 	}
-	if b.store != nil {
-		if err := b.replayPending(); err != nil {
-			b.log.Error("replaying journalled publishes", "error", err)
-		}
-	}
 	return nil
 }
 
-// replayPending publishes again what was acknowledged to an MQTT client but
+// ReplayPending publishes again what was acknowledged to an MQTT client but
 // not yet fanned out when the gateway last stopped (see store.OnPublish).
-func (b *Broker) replayPending() error {
+// Call it once every internal subscriber (egress routes) is subscribed, so
+// they get those messages too; it does nothing without storage.
+func (b *Broker) ReplayPending() error {
+	if b.store == nil || !b.Running() {
+		return nil
+	}
 	msgs, err := b.store.takePending()
 	for _, m := range msgs {
 		pk := packets.Packet{

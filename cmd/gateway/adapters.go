@@ -75,6 +75,10 @@ func (g *gateway) addAdapters(l *loaded) error {
 		g.services = append(g.services, c)
 	}
 
+	if err := g.addEgress(l, reg); err != nil {
+		return err
+	}
+
 	if *cfg.HTTP.Address != "" {
 		httpCfg := httpadapter.Config{
 			Address:       *cfg.HTTP.Address,
@@ -146,6 +150,7 @@ func restartOnly(a, b *Config) []string {
 		"auth.anonymous": {a.Auth.Anonymous, b.Auth.Anonymous},
 		"limits":         {a.Limits, b.Limits},
 		"log":            {a.Log, b.Log},
+		"routes":         {a.Routes, b.Routes},
 	} {
 		if !reflect.DeepEqual(pair[0], pair[1]) {
 			out = append(out, name)

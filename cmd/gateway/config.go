@@ -378,6 +378,7 @@ func (c *Config) validate(dir string) (probs []problemAt, table *mapping.Table) 
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", "log format %q: want text or json", c.Log.Format)
 	}
+	probs = append(probs, egressProblems(c, dir)...)
 	table, err := mapping.Compile(c.Routes)
 	if err != nil {
 		for _, e := range unjoin(err) {
