@@ -9,17 +9,18 @@
 // GET with Observe registers an RFC 7641 observer fed by one shared bridge
 // subscription per filter, fanned out into a bounded queue per observer.
 //
-// The adapter reaches MQTT only through package bridge; it imports nothing
-// else of this project, and only cmd/gateway imports it.
+// The adapter reaches MQTT only through package bridge (never mochi), and
+// only cmd/gateway imports it.
 //
 // # Reusing the handlers (mapping layer)
 //
 // The request handlers are split from the /ps path parsing so that custom
-// routes can reuse them: (*Server).publish(ctx, req, topic, defaults),
-// (*Server).read(req, topic) and (*Server).observe(req, filter) take an
-// already resolved topic or filter. Extra resources are mounted with
-// (*Server).mount(prefix, handler) before Start; a mounted handler receives
-// every request whose Uri-Path starts with prefix, on every transport.
+// routes can reuse them: (*Server).publish(req, topic, defaults),
+// (*Server).clear(req, topic), (*Server).read(req, topic) and
+// (*Server).observe(req, filter) take an already resolved topic or filter.
+// Extra resources are mounted with (*Server).mount(prefix, handler), also
+// at run time; a mounted handler receives every request whose Uri-Path
+// starts with prefix, on every transport (longest prefix first).
 // Config.ExtraLinks adds entries to /.well-known/core.
 //
 // # UDP fast path
@@ -29,5 +30,5 @@
 // read loop of our own builds each peer from go-coap's public pieces
 // (udp/client.NewConnWithOpts with our Session and a time-bucketed
 // de-duplication cache), so RFC 7252 §4.5 de-duplication stays on and costs
-// O(1) per message.
+// O(1) per message. Reads and writes are batched (recvmmsg, sendmmsg).
 package coapadapter
