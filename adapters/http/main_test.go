@@ -31,7 +31,7 @@ type env struct {
 }
 
 // startBroker runs a broker with one MQTT TCP listener on a free port.
-func startBroker(t *testing.T, cfg bridge.Config) *bridge.Broker {
+func startBroker(t testing.TB, cfg bridge.Config) *bridge.Broker {
 	t.Helper()
 	cfg.Listeners = []bridge.Listener{{Address: "127.0.0.1:0"}}
 	cfg.AllowAnonymous = true
