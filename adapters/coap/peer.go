@@ -24,7 +24,6 @@ type peer struct {
 	conn     mux.Conn
 	cache    *dedupCache         // UDP and DTLS: the response cache
 	checkExp func(now time.Time) // the go-coap conn's CheckExpirations
-	getMID   func() int32        // UDP and DTLS: next message ID
 	closeFn  func() error        // closes the go-coap conn
 
 	lastActive atomic.Int64 // unix nanoseconds

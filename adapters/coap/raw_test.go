@@ -67,8 +67,14 @@ func TestRSTEndsObservation(t *testing.T) {
 	c := dialRaw(t, e.udp)
 	observeRaw(t, c, "rst", "ps", "r")
 	pub := mqtttestDial(t, e)
-	pub.Pub(&paho.Publish{Topic: "r", QoS: 1, Payload: []byte("n1")})
+	pub.Pub(&paho.Publish{Topic: "r", QoS: 1, Payload: []byte("n0")})
 	_, n, ok := c.recv(2 * time.Second)
+	if !ok || n.Type != message.Confirmable || string(n.Payload) != "n0" {
+		t.Fatalf("notification %+v", n)
+	}
+	c.ack(n) // acknowledged: the observation goes on
+	pub.Pub(&paho.Publish{Topic: "r", QoS: 1, Payload: []byte("n1")})
+	_, n, ok = c.recv(2 * time.Second)
 	if !ok || n.Type != message.Confirmable || string(n.Payload) != "n1" {
 		t.Fatalf("notification %+v", n)
 	}

@@ -260,10 +260,8 @@ func (s *Server) janitor() {
 func (s *Server) addPeer(p *peer) {
 	s.peersMu.Lock()
 	s.peers[p] = struct{}{}
-	n := len(s.peers)
 	s.peersMu.Unlock()
 	s.metrics.peers.WithLabelValues(p.transport).Inc()
-	_ = n
 }
 
 // removePeer forgets p.

@@ -38,9 +38,9 @@ func (ids *identities) saw(id string) bool {
 	return ids.seen[id]
 }
 
-func dialDTLS(t *testing.T, addr string, cfg *piondtls.Config) *udpClient.Conn {
+func dialDTLS(t *testing.T, addr string, opts ...piondtls.ClientOption) *udpClient.Conn {
 	t.Helper()
-	cc, err := coapdtls.Dial(addr, cfg, options.WithErrors(func(error) {}), options.WithPeriodicRunner(testRunner(t)))
+	cc, err := coapdtls.Dial(addr, coapdtls.NewDTLSClientOptions(opts...), options.WithErrors(func(error) {}), options.WithPeriodicRunner(testRunner(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +61,11 @@ func TestDTLSWithPSK(t *testing.T) {
 	if e.dtls == "" {
 		t.Fatal("dtls not bound")
 	}
-	cc := dialDTLS(t, e.dtls, &piondtls.Config{
-		PSK:             func([]byte) ([]byte, error) { return []byte("secret-key-17"), nil },
-		PSKIdentityHint: []byte("sensor-17"),
-		CipherSuites:    []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8},
-	})
+	cc := dialDTLS(t, e.dtls,
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte("secret-key-17"), nil }),
+		piondtls.WithPSKIdentityHint([]byte("sensor-17")),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+	)
 	sub := e.subscriber(t, "sensors/#")
 	resp, err := cc.Post(ctx5(t), "/ps/sensors/17/t", message.TextPlain, bytes.NewReader([]byte("21")))
 	if err != nil {
@@ -86,11 +86,11 @@ func TestDTLSWithPSK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad, err := piondtls.Client(pc, raddr, &piondtls.Config{
-		PSK:             func([]byte) ([]byte, error) { return []byte("wrong"), nil },
-		PSKIdentityHint: []byte("sensor-17"),
-		CipherSuites:    []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8},
-	})
+	bad, err := piondtls.ClientWithOptions(pc, raddr,
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte("wrong"), nil }),
+		piondtls.WithPSKIdentityHint([]byte("sensor-17")),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +114,13 @@ func TestDTLSWithECDSACertificateAndCID(t *testing.T) {
 	// re-maps: with a connection ID the session survives (RFC 9146).
 	pc := newRebindConn(t)
 	raddr, _ := net.ResolveUDPAddr("udp", e.dtls)
-	dc, err := piondtls.Client(pc, raddr, &piondtls.Config{
-		Certificates:          []tls.Certificate{pki.client},
-		RootCAs:               pki.pool,
-		ServerName:            "localhost",
-		CipherSuites:          []piondtls.CipherSuiteID{piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
-		ConnectionIDGenerator: piondtls.OnlySendCIDGenerator(),
-	})
+	dc, err := piondtls.ClientWithOptions(pc, raddr,
+		piondtls.WithCertificates(pki.client),
+		piondtls.WithRootCAs(pki.pool),
+		piondtls.WithServerName("localhost"),
+		piondtls.WithCipherSuites(piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
+		piondtls.WithConnectionIDGenerator(piondtls.OnlySendCIDGenerator()),
+	)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -724,14 +724,13 @@ func observeFanout(ctx context.Context, b *bridge.Broker, gwAddr string, o coapL
 	heap1, rss1 := coapMem()
 	var times []time.Duration
 	for r := range o.rounds {
-		t0 := time.Now()
 		if _, err := fmt.Fprintf(stdin, "go %d\n", r); err != nil {
 			return err
 		}
 		if l, err := next(); err != nil || l != "armed" {
 			return fmt.Errorf("observer process: %q %v", l, err)
 		}
-		t0 = time.Now()
+		t0 := time.Now()
 		if err := b.Publish(ctx, bridge.Message{Topic: "fan/out", Payload: []byte(fmt.Sprintf("round %d", r)), QoS: 1}); err != nil {
 			return err
 		}
