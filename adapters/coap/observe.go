@@ -3,6 +3,7 @@ package coapadapter
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,13 +210,26 @@ func (o *observer) enqueue(m bridge.Message) {
 	}
 }
 
-// prime puts retained messages ahead of anything queued meanwhile.
-func (o *observer) prime(retained []bridge.Message) {
-	if len(retained) == 0 {
+// prime puts retained messages ahead of anything queued meanwhile; first is
+// what the registration response carried.
+func (o *observer) prime(retained, first []bridge.Message) {
+	if len(retained) == 0 && len(first) == 0 {
 		return
 	}
+	known := append(slices.Clip(retained), first...)
 	o.mu.Lock()
-	o.queue = append(retained, o.queue...)
+	// A publish racing with the registration can be both retained and
+	// delivered live (the broker acknowledges before it fans out): keep
+	// one copy.
+	live := o.queue[:0:0]
+	for _, m := range o.queue {
+		if !slices.ContainsFunc(known, func(r bridge.Message) bool {
+			return r.Topic == m.Topic && bytes.Equal(r.Payload, m.Payload)
+		}) {
+			live = append(live, m)
+		}
+	}
+	o.queue = append(retained, live...)
 	if n := len(o.queue) - o.s.cfg.ObserverQueue; n > 0 {
 		o.queue = o.queue[n:]
 		o.s.metrics.dropped.Add(float64(n))
@@ -423,14 +437,15 @@ func (s *Server) observe(req *request, filter string) {
 		return
 	}
 	seq := int64(o.nextSeq())
+	var first []bridge.Message
 	if !o.wildcard && len(retained) > 0 {
 		s.replyMessage(req, retained[0], seq)
-		retained = nil
+		first, retained = retained[:1], nil
 	} else {
 		s.reply(req, codes.Content, nil, -1)
 		req.w.Message().SetObserve(uint32(seq))
 	}
-	o.prime(retained)
+	o.prime(retained, first)
 	if req.p.reliable {
 		// go-coap's TCP connection has no post-write callbacks (and
 		// ignores Config.ProcessReceivedMessage): write the first
