@@ -51,6 +51,7 @@ type observer struct {
 	ended   bool
 	seq     uint32          // last Observe value sent (24 bits)
 	lastBig *bridge.Message // last notification larger than one block
+	lastCON time.Time       // registration or last CON notification
 	mids    [2]int32        // message IDs of the last notifications (RST matching)
 	nmids   int
 }
@@ -58,6 +59,10 @@ type observer struct {
 func newObservers(s *Server) *observers {
 	return &observers{s: s, groups: make(map[string]*group)}
 }
+
+// conKeepalive is how long an observer may get only NON notifications
+// before one is sent as CON (RFC 7641 §4.5); a variable for tests.
+var conKeepalive = 24 * time.Hour
 
 // initialSeq is the Observe value before the first response (a variable
 // so that tests can start near the 24-bit wrap-around).
@@ -73,7 +78,7 @@ func (e limitError) Error() string { return "too many observers" }
 // until activate.
 func (os *observers) register(p *peer, token []byte, filter string) (*observer, error) {
 	o := &observer{s: os.s, p: p, token: bytes.Clone(token), filter: filter,
-		wildcard: strings.ContainsAny(filter, "+#"), seq: initialSeq}
+		wildcard: strings.ContainsAny(filter, "+#"), seq: initialSeq, lastCON: time.Now()}
 	key := string(o.token)
 	p.mu.Lock()
 	old := p.observers[key]
@@ -337,9 +342,14 @@ func (o *observer) send(m bridge.Message, seq uint32) string {
 	if !p.reliable {
 		typ := message.NonConfirmable
 		kind = "non"
-		if m.QoS > 0 {
+		o.mu.Lock()
+		if m.QoS > 0 || time.Since(o.lastCON) > conKeepalive {
+			// RFC 7641 §4.5: a CON at least every 24 hours tells us
+			// whether a NON-only observer is still there.
 			typ, kind = message.Confirmable, "con"
+			o.lastCON = time.Now()
 		}
+		o.mu.Unlock()
 		msg.SetType(typ) // the session records the message ID (peer.sent)
 	}
 	err := conn.WriteMessage(msg)

@@ -201,3 +201,25 @@ func TestNONRequestGetsNONResponse(t *testing.T) {
 		t.Fatalf("retransmitted: %+v", m)
 	}
 }
+
+// RFC 7641 §4.5: an observer of QoS 0 messages still gets a CON
+// notification at least every 24 hours (here: every 100 ms).
+func TestNONObserverGetsPeriodicCON(t *testing.T) {
+	conKeepalive = 100 * time.Millisecond
+	defer func() { conKeepalive = 24 * time.Hour }()
+	e := start(t, Config{})
+	c := dialRaw(t, e.udp)
+	observeRaw(t, c, "keep", "ps", "k")
+	pub := mqtttestDial(t, e)
+	pub.Pub(&paho.Publish{Topic: "k", QoS: 0, Payload: []byte("a")})
+	if _, n, ok := c.recv(time.Second); !ok || n.Type != message.NonConfirmable {
+		t.Fatalf("first QoS 0 notification %+v", n)
+	}
+	time.Sleep(150 * time.Millisecond)
+	pub.Pub(&paho.Publish{Topic: "k", QoS: 0, Payload: []byte("b")})
+	_, n, ok := c.recv(time.Second)
+	if !ok || n.Type != message.Confirmable {
+		t.Fatalf("keepalive notification %+v, want CON", n)
+	}
+	c.ack(n)
+}
