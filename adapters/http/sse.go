@@ -136,7 +136,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, filter, route st
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
 
-	buf := make([]byte, 0, 1024)
+	buf := make([]byte, 0, 512)
 	var reported int64
 	write := func() bool {
 		if len(buf) == 0 {
