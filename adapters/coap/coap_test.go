@@ -272,11 +272,9 @@ func TestObserveWildcardRetainedFirstWithTopic(t *testing.T) {
 }
 
 func TestObserveSequenceWrapsAround(t *testing.T) {
-	e := start(t, Config{})
+	e := start(t, Config{initialSeq: 0xFFFFFD}) // the first response gets 0xFFFFFE
 	pub := mqtttestDial(t, e)
 	cc := dialUDP(t, e.udp)
-	initialSeq = 0xFFFFFD // the first response gets 0xFFFFFE
-	defer func() { initialSeq = 1 }()
 	n := newNotifications()
 	obs, err := cc.Observe(ctx5(t), "/ps/wrap", n.add)
 	if err != nil {

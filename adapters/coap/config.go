@@ -67,6 +67,11 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Logger receives the adapter's logs; nil discards them.
 	Logger *slog.Logger
+
+	// Knobs for tests: the CON keepalive of RFC 7641 §4.5 (0 = 24 h) and
+	// the Observe value before a registration's first response (0 = 1).
+	conKeepalive time.Duration
+	initialSeq   uint32
 }
 
 // DTLSConfig is CoAP over DTLS 1.2 (pion/dtls v3). At least one of
@@ -133,6 +138,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.conKeepalive == 0 {
+		cfg.conKeepalive = 24 * time.Hour
+	}
+	if cfg.initialSeq == 0 {
+		cfg.initialSeq = 1
 	}
 	return cfg
 }

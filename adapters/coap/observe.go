@@ -44,29 +44,33 @@ type observer struct {
 	filter   string
 	wildcard bool
 
-	mu      sync.Mutex
-	queue   []bridge.Message
-	active  bool // the registration response has been written
-	sending bool // a sender goroutine runs
-	ended   bool
-	seq     uint32          // last Observe value sent (24 bits)
-	lastBig *bridge.Message // last notification larger than one block
-	lastCON time.Time       // registration or last CON notification
-	mids    [2]int32        // message IDs of the last notifications (RST matching)
-	nmids   int
+	mu       sync.Mutex
+	queue    []bridge.Message
+	active   bool // the registration response has been written
+	sending  bool // a sender runs or is scheduled
+	ended    bool
+	seq      uint32          // last Observe value sent (24 bits)
+	lastBig  *bridge.Message // last notification larger than one block
+	lastCON  time.Time       // registration or last CON notification
+	inflight *pendingCON     // UDP fast path: the CON awaiting its ACK
+	mids     [2]int32        // message IDs of the last notifications (RST matching)
+	nmids    int
+	// primed holds what registration sent (first response and retained
+	// notifications) by topic, until primedUntil: the broker acknowledges a
+	// publish before it fans it out, so a publish that raced with the
+	// registration can arrive live after it; its first identical copy is
+	// dropped.
+	primed      map[string][]byte
+	primedUntil time.Time
 }
 
 func newObservers(s *Server) *observers {
 	return &observers{s: s, groups: make(map[string]*group)}
 }
 
-// conKeepalive is how long an observer may get only NON notifications
-// before one is sent as CON (RFC 7641 §4.5); a variable for tests.
-var conKeepalive = 24 * time.Hour
-
-// initialSeq is the Observe value before the first response (a variable
-// so that tests can start near the 24-bit wrap-around).
-var initialSeq uint32 = 1
+// primeWindow is how long after a registration a live copy of what it
+// sent is taken for the same publish (see observer.primed).
+const primeWindow = time.Second
 
 // limitError is returned by register above Config.MaxObservers.
 type limitError struct{ limit int }
@@ -78,7 +82,7 @@ func (e limitError) Error() string { return "too many observers" }
 // until activate.
 func (os *observers) register(p *peer, token []byte, filter string) (*observer, error) {
 	o := &observer{s: os.s, p: p, token: bytes.Clone(token), filter: filter,
-		wildcard: strings.ContainsAny(filter, "+#"), seq: initialSeq, lastCON: time.Now()}
+		wildcard: strings.ContainsAny(filter, "+#"), seq: os.s.cfg.initialSeq, lastCON: time.Now()}
 	key := string(o.token)
 	p.mu.Lock()
 	old := p.observers[key]
@@ -197,6 +201,15 @@ func (o *observer) enqueue(m bridge.Message) {
 		o.mu.Unlock()
 		return
 	}
+	if o.primed != nil {
+		if time.Now().After(o.primedUntil) {
+			o.primed = nil
+		} else if p, ok := o.primed[m.Topic]; ok && bytes.Equal(p, m.Payload) {
+			delete(o.primed, m.Topic)
+			o.mu.Unlock()
+			return
+		}
+	}
 	if len(o.queue) >= o.s.cfg.ObserverQueue {
 		o.queue[0] = bridge.Message{}
 		o.queue = o.queue[1:]
@@ -208,6 +221,10 @@ func (o *observer) enqueue(m bridge.Message) {
 		o.sending = true
 	}
 	o.mu.Unlock()
+	if start && o.fast() {
+		o.s.notify.schedule(o)
+		return
+	}
 	if start && !o.s.goSender(o.run) {
 		o.mu.Lock()
 		o.sending = false
@@ -223,6 +240,11 @@ func (o *observer) prime(retained, first []bridge.Message) {
 	}
 	known := append(slices.Clip(retained), first...)
 	o.mu.Lock()
+	o.primed = make(map[string][]byte, len(known))
+	for _, m := range known {
+		o.primed[m.Topic] = m.Payload
+	}
+	o.primedUntil = time.Now().Add(primeWindow)
 	// A publish racing with the registration can be both retained and
 	// delivered live (the broker acknowledges before it fans out): keep
 	// one copy.
@@ -256,6 +278,10 @@ func (o *observer) activate() {
 		o.sending = true
 	}
 	o.mu.Unlock()
+	if start && o.fast() {
+		o.s.notify.schedule(o)
+		return
+	}
 	if start && !o.s.goSender(o.run) {
 		o.mu.Lock()
 		o.sending = false
@@ -343,7 +369,7 @@ func (o *observer) send(m bridge.Message, seq uint32) string {
 		typ := message.NonConfirmable
 		kind = "non"
 		o.mu.Lock()
-		if m.QoS > 0 || time.Since(o.lastCON) > conKeepalive {
+		if m.QoS > 0 || time.Since(o.lastCON) > o.s.cfg.conKeepalive {
 			// RFC 7641 §4.5: a CON at least every 24 hours tells us
 			// whether a NON-only observer is still there.
 			typ, kind = message.Confirmable, "con"
@@ -399,6 +425,7 @@ func (o *observer) end(reason string) {
 	}
 	o.ended = true
 	o.queue = nil
+	o.inflight = nil
 	n := min(o.nmids, len(o.mids))
 	mids := o.mids
 	o.mu.Unlock()

@@ -21,6 +21,7 @@ type peer struct {
 	identity  string // DTLS PSK identity or certificate CN; "" = anonymous
 	reliable  bool   // TCP: no CON/NON, no RST
 
+	udp      *udpPeer // plain UDP: the notification fast path
 	conn     mux.Conn
 	cache    *dedupCache         // UDP and DTLS: the response cache
 	checkExp func(now time.Time) // the go-coap conn's CheckExpirations
@@ -76,10 +77,23 @@ func (p *peer) allow(now time.Time) (bool, time.Duration) {
 	return false, time.Duration((1 - p.tokens) / rate * float64(time.Second))
 }
 
-// checkExpirations runs the periodic work of the peer's connection.
+// checkExpirations runs the periodic work of the peer's connection and
+// retransmits fast-path notifications.
 func (p *peer) checkExpirations(now time.Time) {
 	if p.checkExp != nil {
 		p.checkExp(now)
+	}
+	if p.udp == nil {
+		return
+	}
+	p.mu.Lock()
+	var due []*observer
+	for _, o := range p.observers {
+		due = append(due, o)
+	}
+	p.mu.Unlock()
+	for _, o := range due {
+		o.retransmit(now)
 	}
 }
 
@@ -125,6 +139,16 @@ func (p *peer) monitorRequest(req *pool.Message) {
 		p.mu.Unlock()
 		if o != nil {
 			o.end("reset by peer")
+		}
+	case message.Acknowledgement:
+		if p.udp == nil {
+			return
+		}
+		p.mu.Lock()
+		o := p.mids[req.MessageID()]
+		p.mu.Unlock()
+		if o != nil {
+			o.acked(req.MessageID())
 		}
 	case message.Confirmable, message.NonConfirmable:
 		if p.cache != nil && req.Code() >= codes.GET && req.Code() < 32 {

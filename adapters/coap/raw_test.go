@@ -205,9 +205,7 @@ func TestNONRequestGetsNONResponse(t *testing.T) {
 // RFC 7641 §4.5: an observer of QoS 0 messages still gets a CON
 // notification at least every 24 hours (here: every 100 ms).
 func TestNONObserverGetsPeriodicCON(t *testing.T) {
-	conKeepalive = 100 * time.Millisecond
-	defer func() { conKeepalive = 24 * time.Hour }()
-	e := start(t, Config{})
+	e := start(t, Config{conKeepalive: 100 * time.Millisecond})
 	c := dialRaw(t, e.udp)
 	observeRaw(t, c, "keep", "ps", "k")
 	pub := mqtttestDial(t, e)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,8 @@ type Server struct {
 	routesMu sync.RWMutex
 	routes   []mounted // extra resources (mapping layer), longest prefix first
 
-	obs *observers
+	obs    *observers
+	notify *notifier // UDP notification fast path
 
 	ctx     context.Context // ends at Shutdown; parent of every peer
 	cancel  context.CancelFunc
@@ -80,6 +82,7 @@ func New(cfg Config, b *bridge.Broker) (*Server, error) {
 		peers:   make(map[*peer]struct{}),
 	}
 	s.obs = newObservers(s)
+	s.notify = newNotifier(s)
 	s.handler = mux.HandlerFunc(s.serveCOAP)
 	return s, nil
 }
@@ -111,6 +114,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.goRun(s.serveTCP)
 	}
 	s.goRun(s.janitor)
+	for range min(4, max(1, runtime.GOMAXPROCS(0))) {
+		s.goRun(s.notify.run)
+	}
 	s.log.Info("coap adapter started", "udp", s.addrUDP, "dtls", s.addrDT, "tcp", s.addrTCP)
 	return nil
 }

@@ -58,6 +58,17 @@ type udpListener struct {
 type udpPeer struct {
 	*peer
 	cc *udpClient.Conn
+	l  *udpListener
+	to netip.AddrPort
+}
+
+// write sends a datagram we encoded ourselves (fast-path notifications).
+func (up *udpPeer) write(data []byte) error {
+	if up.l.batch != nil {
+		return up.l.batch.send(data, up.to)
+	}
+	_, err := up.l.conn.WriteToUDPAddrPort(data, up.to)
+	return err
 }
 
 func listenUDP(s *Server, addr string) (*udpListener, error) {
@@ -142,7 +153,8 @@ func (l *udpListener) peer(from netip.AddrPort) (*udpPeer, error) {
 	p := newPeer(l.s, "udp", "")
 	sess := newUDPSession(l, from, p)
 	cc := l.s.newDatagramConn(sess, p)
-	up := &udpPeer{peer: p, cc: cc}
+	up := &udpPeer{peer: p, cc: cc, l: l, to: from}
+	p.udp = up
 	sess.AddOnClose(func() {
 		l.mu.Lock()
 		if l.peers[from] == up {

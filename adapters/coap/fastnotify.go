@@ -1,0 +1,261 @@
+package coapadapter
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/edgebridge/gateway/bridge"
+)
+
+// The notification fast path of plain UDP observers. go-coap writes a CON
+// message synchronously (the writer waits for the ACK), so its path needs a
+// goroutine per observer with a notification in flight: 10,000 runnable
+// goroutines at a fan-out, competing with the read loop that must take the
+// 10,000 ACKs coming back. Here a notification that fits one block is
+// encoded by us and queued on the batched socket writer by a few notifier
+// goroutines; the ACK or RST is matched by message ID in the peer's request
+// monitor, and retransmissions (RFC 7252 §4.2: ACK_TIMEOUT × random factor,
+// doubling, MAX_RETRANSMIT times) are driven by the janitor. DTLS and TCP
+// observers, and notifications larger than a block, keep go-coap's path.
+
+// pendingCON is the confirmable notification of an observer awaiting its
+// ACK.
+type pendingCON struct {
+	mid     int32
+	data    []byte
+	next    time.Time     // when to retransmit or give up
+	timeout time.Duration // current timeout, doubled on each retransmission
+	tries   int           // retransmissions so far
+}
+
+// notifier runs the fast path's senders: observers with something to send
+// wait in ready, each at most once.
+type notifier struct {
+	s     *Server
+	mu    sync.Mutex
+	ready []*observer
+	wake  chan struct{}
+}
+
+func newNotifier(s *Server) *notifier { return &notifier{s: s, wake: make(chan struct{}, 1)} }
+
+// schedule queues o for a notifier goroutine; o.sending is already set.
+func (n *notifier) schedule(o *observer) {
+	n.mu.Lock()
+	n.ready = append(n.ready, o)
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is one notifier goroutine.
+func (n *notifier) run() {
+	var batch []*observer
+	for {
+		select {
+		case <-n.s.ctx.Done():
+			return
+		case <-n.wake:
+		}
+		for {
+			n.mu.Lock()
+			batch, n.ready = n.ready, batch[:0]
+			n.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			if len(batch) > 1 {
+				// Another notifier may help with the rest.
+				select {
+				case n.wake <- struct{}{}:
+				default:
+				}
+			}
+			for i, o := range batch {
+				o.pump()
+				batch[i] = nil
+			}
+		}
+	}
+}
+
+// fast reports whether o's notifications take the fast path.
+func (o *observer) fast() bool { return o.p.udp != nil }
+
+// pump sends o's queued notifications until the queue is empty or a CON is
+// in flight. It never waits for the network.
+func (o *observer) pump() {
+	for {
+		o.mu.Lock()
+		if o.ended || o.inflight != nil || len(o.queue) == 0 {
+			o.sending = false
+			o.mu.Unlock()
+			return
+		}
+		m := o.queue[0]
+		o.queue[0] = bridge.Message{}
+		o.queue = o.queue[1:]
+		if len(o.queue) == 0 {
+			o.queue = nil
+		}
+		seq := o.nextSeqLocked()
+		if len(m.Payload) > notifyBlockSize {
+			// Block-wise: go-coap's path, on a goroutine of its own;
+			// it reschedules the fast path when done.
+			o.inflight = &pendingCON{mid: -1}
+			o.mu.Unlock()
+			if !o.s.goSender(func() { o.sendSlow(m, seq) }) {
+				return
+			}
+			return
+		}
+		con := m.QoS > 0 || time.Since(o.lastCON) > o.s.cfg.conKeepalive
+		if con {
+			o.lastCON = time.Now()
+		}
+		o.mu.Unlock()
+		if !o.sendFast(m, seq, con) {
+			return
+		}
+	}
+}
+
+// sendSlow sends one notification with go-coap (block-wise) and resumes the
+// fast path.
+func (o *observer) sendSlow(m bridge.Message, seq uint32) {
+	if reason := o.send(m, seq); reason != "" {
+		o.end(reason)
+	}
+	o.mu.Lock()
+	o.inflight = nil
+	resume := !o.ended && len(o.queue) > 0
+	if !resume {
+		o.sending = false
+	}
+	o.mu.Unlock()
+	if resume {
+		o.s.notify.schedule(o)
+	}
+}
+
+// sendFast encodes and queues one notification; false if the observation
+// ended.
+func (o *observer) sendFast(m bridge.Message, seq uint32, con bool) bool {
+	p := o.p
+	typ, kind := message.NonConfirmable, "non"
+	if con {
+		typ, kind = message.Confirmable, "con"
+	}
+	mid := p.udp.cc.GetMessageID()
+	msg := message.Message{Token: o.token, Code: codes.Content, Type: typ, MessageID: mid, Payload: m.Payload}
+	opts := make(message.Options, 0, 8)
+	opts = opts.Add(message.Option{ID: message.Observe, Value: encUint(seq)})
+	if cf, ok := contentFormat(m.ContentType); ok {
+		opts = opts.Add(message.Option{ID: message.ContentFormat, Value: encUint(uint32(cf))})
+	}
+	if o.wildcard {
+		opts = opts.Add(message.Option{ID: message.LocationPath, Value: []byte(psPrefix)})
+		for _, l := range strings.Split(m.Topic, "/") {
+			opts = opts.Add(message.Option{ID: message.LocationPath, Value: []byte(l)})
+		}
+	}
+	if m.Expiry > 0 {
+		opts = opts.Add(message.Option{ID: message.MaxAge, Value: encUint(uint32(min(m.Expiry/time.Second, 1<<32-1)))})
+	}
+	msg.Options = opts
+	size, err := coder.DefaultCoder.Size(msg)
+	if err != nil {
+		o.end("encoding failed")
+		return false
+	}
+	data := make([]byte, size)
+	if _, err := coder.DefaultCoder.Encode(msg, data); err != nil {
+		o.end("encoding failed")
+		return false
+	}
+	o.rememberMID(mid)
+	if con {
+		t := ackTimeout(o.s.cfg.AckTimeout)
+		o.mu.Lock()
+		if o.ended {
+			o.mu.Unlock()
+			return false
+		}
+		o.inflight = &pendingCON{mid: mid, data: data, timeout: t, next: time.Now().Add(t)}
+		o.mu.Unlock()
+	}
+	if err := p.udp.write(data); err != nil {
+		o.end("send failed")
+		return false
+	}
+	o.s.metrics.notifications.WithLabelValues(kind).Inc()
+	return true
+}
+
+// acked handles an ACK for message ID mid: the CON in flight is done and
+// the next notification may go.
+func (o *observer) acked(mid int32) {
+	o.mu.Lock()
+	if o.inflight == nil || o.inflight.mid != mid {
+		o.mu.Unlock()
+		return
+	}
+	o.inflight = nil
+	resume := !o.ended && len(o.queue) > 0 && !o.sending
+	if resume {
+		o.sending = true
+	}
+	o.mu.Unlock()
+	if resume {
+		o.s.notify.schedule(o)
+	}
+}
+
+// retransmit resends the CON in flight when its timeout passed, or ends the
+// observation after MaxRetransmit retransmissions (RFC 7641 §4.5).
+func (o *observer) retransmit(now time.Time) {
+	o.mu.Lock()
+	pc := o.inflight
+	if pc == nil || pc.mid < 0 || now.Before(pc.next) {
+		o.mu.Unlock()
+		return
+	}
+	if pc.tries >= o.s.cfg.MaxRetransmit {
+		o.mu.Unlock()
+		o.end("not acknowledged")
+		return
+	}
+	pc.tries++
+	pc.timeout *= 2
+	pc.next = now.Add(pc.timeout)
+	data := pc.data
+	o.mu.Unlock()
+	_ = o.p.udp.write(data)
+}
+
+// ackTimeout is ACK_TIMEOUT times a random factor in [1, 1.5) (RFC 7252
+// §4.8).
+func ackTimeout(base time.Duration) time.Duration {
+	return base + time.Duration(rand.Int64N(int64(base)/2+1))
+}
+
+// encUint is the minimal big-endian encoding of a uint option (RFC 7252
+// §3.2).
+func encUint(v uint32) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	i := 0
+	for i < 4 && b[i] == 0 {
+		i++
+	}
+	return b[i:]
+}
