@@ -814,8 +814,8 @@ func runCoAPObs(args []string) error {
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 1500)
-			pending := map[uint32]bool{}
-			next := 0
+			pending := map[uint32][]byte{}
+			next, tries := 0, 0
 			for next < s.obs || len(pending) > 0 {
 				for next < s.obs && len(pending) < 32 {
 					tok := uint32(si)<<16 | uint32(next)
@@ -832,14 +832,22 @@ func runCoAPObs(args []string) error {
 						return
 					}
 					_, _ = s.c.Write(d)
-					pending[tok] = true
+					pending[tok] = d
 					next++
 				}
-				_ = s.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_ = s.c.SetReadDeadline(time.Now().Add(time.Second))
 				k, err := s.c.Read(buf)
 				if err != nil {
-					regErr.Store(fmt.Errorf("registration: %w (%d pending)", err, len(pending)))
-					return
+					// Lost on the way (a full socket buffer somewhere):
+					// retransmit the same datagrams, as a CoAP client would.
+					if tries++; tries > 5 {
+						regErr.Store(fmt.Errorf("registration: %w (%d pending)", err, len(pending)))
+						return
+					}
+					for _, d := range pending {
+						_, _ = s.c.Write(d)
+					}
+					continue
 				}
 				if k >= 8 && buf[0]&0x0f == 4 && buf[1] == byte(codes.Content) {
 					delete(pending, binary.BigEndian.Uint32(buf[4:8]))
