@@ -28,23 +28,80 @@ import (
 // pendingCON is the confirmable notification of an observer awaiting its
 // ACK.
 type pendingCON struct {
-	mid     int32
-	data    []byte
-	next    time.Time     // when to retransmit or give up
-	timeout time.Duration // current timeout, doubled on each retransmission
-	tries   int           // retransmissions so far
+	mid      int32
+	data     []byte
+	next     time.Time     // when to retransmit or give up
+	timeout  time.Duration // current timeout, doubled on each retransmission
+	tries    int           // retransmissions so far
+	budgeted bool          // holds one unit of the notifier's CON budget
 }
 
 // notifier runs the fast path's senders: observers with something to send
 // wait in ready, each at most once.
+//
+// It also paces confirmable notifications: at most budget of them may await
+// their first ACK at once. Every ACK of a fan-out comes back to our one
+// socket at about the same time, and the kernel charges about 1 KiB of
+// receive buffer per small datagram; with the Debian default of 208 KiB,
+// 10,000 unpaced ACKs would mostly be dropped and their notifications
+// retransmitted seconds later. The budget follows the socket's receive
+// buffer. A CON that timed out once no longer counts (a dead observer must
+// not hold up the others).
 type notifier struct {
-	s     *Server
-	mu    sync.Mutex
-	ready []*observer
-	wake  chan struct{}
+	s       *Server
+	mu      sync.Mutex
+	ready   []*observer
+	wake    chan struct{}
+	budget  int
+	using   int         // budget units in use; guarded by mu
+	waiting []*observer // have a CON to send but no budget; guarded by mu
 }
 
-func newNotifier(s *Server) *notifier { return &notifier{s: s, wake: make(chan struct{}, 1)} }
+func newNotifier(s *Server) *notifier {
+	return &notifier{s: s, wake: make(chan struct{}, 1), budget: defaultCONBudget}
+}
+
+// defaultCONBudget is the CON budget when the socket's buffer is unknown.
+const defaultCONBudget = 256
+
+// setBudgetFor sizes the CON budget from a socket receive buffer of n bytes
+// (as getsockopt reports it: twice what was set; about 1 KiB per datagram,
+// half of the buffer for ACKs).
+func (n *notifier) setBudgetFor(rcvbuf int) {
+	if rcvbuf > 0 {
+		n.budget = max(64, rcvbuf/4096)
+	}
+}
+
+// takeOrWait takes one unit of the CON budget, or parks o until one is
+// released. Lock order: observer.mu, then notifier.mu.
+func (n *notifier) takeOrWait(o *observer) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.using < n.budget {
+		n.using++
+		return true
+	}
+	n.waiting = append(n.waiting, o)
+	return false
+}
+
+// release returns one unit and wakes a parked observer. It must be called
+// without observer.mu held.
+func (n *notifier) release() {
+	n.mu.Lock()
+	n.using--
+	var o *observer
+	if len(n.waiting) > 0 {
+		o = n.waiting[0]
+		n.waiting[0] = nil
+		n.waiting = n.waiting[1:]
+	}
+	n.mu.Unlock()
+	if o != nil {
+		n.schedule(o)
+	}
+}
 
 // schedule queues o for a notifier goroutine; o.sending is already set.
 func (n *notifier) schedule(o *observer) {
@@ -102,6 +159,11 @@ func (o *observer) pump() {
 			return
 		}
 		m := o.queue[0]
+		con := m.QoS > 0 || time.Since(o.lastCON) > o.s.cfg.conKeepalive
+		if con && len(m.Payload) <= notifyBlockSize && !o.s.notify.takeOrWait(o) {
+			o.mu.Unlock() // parked, still marked sending; release reschedules
+			return
+		}
 		o.queue[0] = bridge.Message{}
 		o.queue = o.queue[1:]
 		if len(o.queue) == 0 {
@@ -118,7 +180,6 @@ func (o *observer) pump() {
 			}
 			return
 		}
-		con := m.QoS > 0 || time.Since(o.lastCON) > o.s.cfg.conKeepalive
 		if con {
 			o.lastCON = time.Now()
 		}
@@ -148,7 +209,8 @@ func (o *observer) sendSlow(m bridge.Message, seq uint32) {
 }
 
 // sendFast encodes and queues one notification; false if the observation
-// ended.
+// ended. A CON holds one unit of the budget, which sendFast hands to the
+// pendingCON or gives back.
 func (o *observer) sendFast(m bridge.Message, seq uint32, con bool) bool {
 	p := o.p
 	typ, kind := message.NonConfirmable, "non"
@@ -173,12 +235,14 @@ func (o *observer) sendFast(m bridge.Message, seq uint32, con bool) bool {
 	}
 	msg.Options = opts
 	size, err := coder.DefaultCoder.Size(msg)
-	if err != nil {
-		o.end("encoding failed")
-		return false
+	data := make([]byte, max(size, 0))
+	if err == nil {
+		_, err = coder.DefaultCoder.Encode(msg, data)
 	}
-	data := make([]byte, size)
-	if _, err := coder.DefaultCoder.Encode(msg, data); err != nil {
+	if err != nil {
+		if con {
+			o.s.notify.release()
+		}
 		o.end("encoding failed")
 		return false
 	}
@@ -188,9 +252,10 @@ func (o *observer) sendFast(m bridge.Message, seq uint32, con bool) bool {
 		o.mu.Lock()
 		if o.ended {
 			o.mu.Unlock()
-			return false
+			o.s.notify.release()
+			return true // nothing more to do; the budget is back
 		}
-		o.inflight = &pendingCON{mid: mid, data: data, timeout: t, next: time.Now().Add(t)}
+		o.inflight = &pendingCON{mid: mid, data: data, timeout: t, next: time.Now().Add(t), budgeted: true}
 		o.mu.Unlock()
 	}
 	if err := p.udp.write(data); err != nil {
@@ -209,12 +274,16 @@ func (o *observer) acked(mid int32) {
 		o.mu.Unlock()
 		return
 	}
+	budgeted := o.inflight.budgeted
 	o.inflight = nil
 	resume := !o.ended && len(o.queue) > 0 && !o.sending
 	if resume {
 		o.sending = true
 	}
 	o.mu.Unlock()
+	if budgeted {
+		o.s.notify.release()
+	}
 	if resume {
 		o.s.notify.schedule(o)
 	}
@@ -238,7 +307,12 @@ func (o *observer) retransmit(now time.Time) {
 	pc.timeout *= 2
 	pc.next = now.Add(pc.timeout)
 	data := pc.data
+	budgeted := pc.budgeted
+	pc.budgeted = false
 	o.mu.Unlock()
+	if budgeted {
+		o.s.notify.release()
+	}
 	_ = o.p.udp.write(data)
 }
 

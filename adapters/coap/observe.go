@@ -425,10 +425,14 @@ func (o *observer) end(reason string) {
 	}
 	o.ended = true
 	o.queue = nil
+	budgeted := o.inflight != nil && o.inflight.budgeted
 	o.inflight = nil
 	n := min(o.nmids, len(o.mids))
 	mids := o.mids
 	o.mu.Unlock()
+	if budgeted {
+		o.s.notify.release()
+	}
 
 	p := o.p
 	p.mu.Lock()

@@ -129,6 +129,7 @@ func (s *Server) bind() error {
 			return fmt.Errorf("coap udp %s: %w", s.cfg.UDP, err)
 		}
 		s.udp, s.addrUDP = l, l.conn.LocalAddr().String()
+		s.notify.setBudgetFor(socketReadBuffer(l.conn))
 	}
 	if d := s.cfg.DTLS; d != nil {
 		l, err := coapNet.NewDTLSListener("udp", d.Address, coapNet.NewDTLSServerOptions(s.dtlsOptions()...))

@@ -21,6 +21,16 @@ func setSocketBuffers(c *net.UDPConn, size int) {
 	}
 }
 
+// socketReadBuffer is the socket's receive buffer as the kernel reports
+// it; 0 if unknown.
+func socketReadBuffer(c *net.UDPConn) int {
+	n, err := readBuffer(c)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // readBuffer reports the socket's receive buffer size.
 func readBuffer(c *net.UDPConn) (int, error) {
 	rc, err := c.SyscallConn()

@@ -806,8 +806,10 @@ func runCoAPObs(args []string) error {
 		defer func() { _ = c.Close() }()
 		ss = append(ss, &sock{c: c, obs: min(per, *n-i*per)})
 	}
-	// Register, a window of 32 at a time per socket.
+	// Register, at most 32 in flight per socket and 256 in all (a burst
+	// larger than the gateway's socket buffer would only be retransmitted).
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
 	var regErr atomic.Value
 	for si, s := range ss {
 		wg.Add(1)
@@ -818,6 +820,15 @@ func runCoAPObs(args []string) error {
 			next, tries := 0, 0
 			for next < s.obs || len(pending) > 0 {
 				for next < s.obs && len(pending) < 32 {
+					if len(pending) > 0 {
+						select {
+						case sem <- struct{}{}:
+						default:
+							goto read // wait for answers first
+						}
+					} else {
+						sem <- struct{}{}
+					}
 					tok := uint32(si)<<16 | uint32(next)
 					m := message.Message{Type: message.Confirmable, Code: codes.GET, MessageID: int32(next), Token: binary.BigEndian.AppendUint32(nil, tok), Options: message.Options{}}
 					ob := make([]byte, 64)
@@ -835,6 +846,7 @@ func runCoAPObs(args []string) error {
 					pending[tok] = d
 					next++
 				}
+			read:
 				_ = s.c.SetReadDeadline(time.Now().Add(time.Second))
 				k, err := s.c.Read(buf)
 				if err != nil {
@@ -850,7 +862,10 @@ func runCoAPObs(args []string) error {
 					continue
 				}
 				if k >= 8 && buf[0]&0x0f == 4 && buf[1] == byte(codes.Content) {
-					delete(pending, binary.BigEndian.Uint32(buf[4:8]))
+					if tok := binary.BigEndian.Uint32(buf[4:8]); pending[tok] != nil {
+						delete(pending, tok)
+						<-sem
+					}
 				}
 			}
 		}()
