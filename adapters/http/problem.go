@@ -36,6 +36,7 @@ const (
 	typeTooManyStreams  = "urn:gateway:problem:too-many-streams"
 	typeInternal        = "urn:gateway:problem:internal"
 	typeRequestCanceled = "urn:gateway:problem:request-canceled"
+	typeNoReply         = "urn:gateway:problem:no-reply"
 )
 
 // errBadRequest wraps request errors that are the client's fault (400).
@@ -81,6 +82,8 @@ func problemFor(err error) problem {
 	case errors.Is(err, bridge.ErrOverloaded):
 		return problem{Type: typeUnavailable, Status: http.StatusServiceUnavailable,
 			Title: "the MQTT broker is overloaded; retry later", Detail: err.Error()}
+	case errors.Is(err, bridge.ErrNoReply):
+		return problem{Type: typeNoReply, Status: http.StatusGatewayTimeout, Title: err.Error()}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return problem{Type: typeRequestCanceled, Status: http.StatusServiceUnavailable,
 			Title: "the request was canceled before the broker took it; retry"}

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/edgebridge/gateway/bridge"
+	"github.com/edgebridge/gateway/mapping"
 )
 
 // Request headers that carry MQTT 5 properties (SPEC §4), as written in
@@ -44,6 +45,12 @@ type publishDefaults struct {
 	// clear publishes an empty retained message whatever the body
 	// (DELETE).
 	clear bool
+	// transform converts the body before it is published (mapping.Transform
+	// names); a body that does not convert is a 400 and nothing is sent.
+	transform string
+	// request makes the publish a request: the first reply becomes the
+	// response (mapping routes with reply:).
+	request *requestSpec
 }
 
 func (s *Server) topicPost(w http.ResponseWriter, r *http.Request) {
@@ -134,6 +141,19 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, topic string, d
 		m.Payload = buf.Bytes()
 	} else {
 		m.ContentType = ""
+	}
+
+	if d.transform != "" && !d.clear {
+		out, ct, err := mapping.Transform(d.transform, m.Payload)
+		if err != nil {
+			s.writeError(w, r, badRequest(err.Error()))
+			return
+		}
+		m.Payload, m.ContentType = out, ct
+	}
+	if d.request != nil {
+		s.answerRequest(w, r, m, d)
+		return
 	}
 
 	start := time.Now()

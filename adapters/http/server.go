@@ -39,6 +39,7 @@ type Server struct {
 
 	router  atomic.Pointer[chi.Mux] // swapped by Remount
 	handler http.Handler
+	mapped  mappedRoutes // the mapping table's routes (routes.go)
 
 	// closing is closed when Shutdown starts: SSE streams end, new ones are
 	// refused.
@@ -318,6 +319,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	srv, served := s.srv, s.served
 	s.mu.Unlock()
 	s.closeOnce.Do(func() { close(s.closing) })
+	s.endMappedStreams()
 	if srv == nil {
 		return nil
 	}

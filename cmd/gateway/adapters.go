@@ -10,6 +10,7 @@ import (
 
 	coapadapter "github.com/edgebridge/gateway/adapters/coap"
 	httpadapter "github.com/edgebridge/gateway/adapters/http"
+	"github.com/edgebridge/gateway/mapping"
 )
 
 // addAdapters builds the HTTP and CoAP adapters from the config. They share
@@ -88,6 +89,7 @@ func (g *gateway) addAdapters(l *loaded) error {
 			MaxSSEStreams: cfg.Limits.MaxSSEStreams,
 			Generic:       *cfg.HTTP.Generic,
 			Ready:         g.ready,
+			Routes:        func() any { return g.table().Describe() },
 			Registry:      reg,
 			Logger:        g.log.With("adapter", "http"),
 		}
@@ -100,6 +102,9 @@ func (g *gateway) addAdapters(l *loaded) error {
 		}
 		h, err := httpadapter.New(httpCfg, g.broker)
 		if err != nil {
+			return err
+		}
+		if err := h.MountTable(l.table); err != nil {
 			return err
 		}
 		g.http = h
@@ -143,14 +148,14 @@ func (g *gateway) logAdapterAddrs() {
 func restartOnly(a, b *Config) []string {
 	var out []string
 	for name, pair := range map[string][2]any{
-		"mqtt.listeners": {a.MQTT.Listeners, b.MQTT.Listeners},
-		"http":           {a.HTTP, b.HTTP},
-		"coap":           {a.CoAP, b.CoAP},
-		"storage.path":   {a.Storage.Path, b.Storage.Path},
-		"auth.anonymous": {a.Auth.Anonymous, b.Auth.Anonymous},
-		"limits":         {a.Limits, b.Limits},
-		"log":            {a.Log, b.Log},
-		"routes":         {a.Routes, b.Routes},
+		"mqtt.listeners":             {a.MQTT.Listeners, b.MQTT.Listeners},
+		"http":                       {a.HTTP, b.HTTP},
+		"coap":                       {a.CoAP, b.CoAP},
+		"storage.path":               {a.Storage.Path, b.Storage.Path},
+		"auth.anonymous":             {a.Auth.Anonymous, b.Auth.Anonymous},
+		"limits":                     {a.Limits, b.Limits},
+		"log":                        {a.Log, b.Log},
+		"routes (egress and source)": {egressRoutes(a), egressRoutes(b)},
 	} {
 		if !reflect.DeepEqual(pair[0], pair[1]) {
 			out = append(out, name)
@@ -164,4 +169,15 @@ func dirOf(file string) string {
 		return ""
 	}
 	return filepath.Dir(file)
+}
+
+// egressRoutes are the routes that only a restart applies.
+func egressRoutes(c *Config) []mapping.RouteSpec {
+	var out []mapping.RouteSpec
+	for _, r := range c.Routes {
+		if r.Subscribe != "" || r.Source != nil {
+			out = append(out, r)
+		}
+	}
+	return out
 }

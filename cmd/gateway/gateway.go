@@ -12,6 +12,7 @@ import (
 	coapadapter "github.com/edgebridge/gateway/adapters/coap"
 	httpadapter "github.com/edgebridge/gateway/adapters/http"
 	"github.com/edgebridge/gateway/bridge"
+	"github.com/edgebridge/gateway/mapping"
 )
 
 // gateway is the running product: the broker and the adapters, started in
@@ -137,11 +138,24 @@ func (g *gateway) reload(o Overrides) {
 		g.log.Error("config reload rejected, keeping the running config", "file", g.cur.file, "problems", err.Error())
 		return
 	}
+	if g.http != nil {
+		if err := g.http.MountTable(l.table); err != nil {
+			g.log.Error("config reload rejected, keeping the running config", "file", g.cur.file, "problems", err.Error())
+			return
+		}
+	}
 	if changed := restartOnly(g.cur.cfg, l.cfg); len(changed) > 0 {
 		g.log.Warn("config reload: these settings need a restart and were not applied", "settings", changed)
 	}
 	g.cur = l
 	g.log.Info("config reloaded", "file", l.file, "routes", l.table.Len())
+}
+
+// table is the mapping in force.
+func (g *gateway) table() *mapping.Table {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cur.table
 }
 
 func isLoopback(addr string) bool {

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/edgebridge/gateway/internal/mqtttest"
+)
+
+const routesYAML = `routes:
+  - name: temperature
+    http: {path: "/sensors/{id}/temperature"}
+    topic: sensors/{id}/temperature
+    qos: 1
+    retain: true
+    content_type: application/json
+  - name: cbor-in
+    http: {path: "/cbor/{id}", methods: [POST]}
+    topic: cbor/{id}
+    transform: cbor-to-json
+  - name: command
+    http: {path: "/devices/{id}/commands/{cmd}", methods: [POST]}
+    topic: devices/{id}/commands/{cmd}
+    reply: {timeout: 2s}
+  - name: legacy-command
+    http: {path: "/legacy/{id}/{cmd}", methods: [POST]}
+    topic: legacy/{id}/{cmd}
+    reply: {topic: "legacy/{id}/replies/{cmd}", timeout: 2s}
+`
+
+func httpDo(t *testing.T, method, url, ctype string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func TestHTTPRoutesIngress(t *testing.T) {
+	r := startGateway(t, "-c", writeConfig(t, routesYAML))
+	base := "http://" + r.g.http.Addr()
+	sub := mqtttest.Dial(t, r.mqttAddr(t, "tcp"), mqtttest.Options{ClientID: "routes-sub"})
+	sub.Sub("sensors/#", 1)
+	sub.Sub("cbor/#", 1)
+
+	resp, body := httpDo(t, "PUT", base+"/sensors/a7/temperature", "", []byte(`{"c":21.5}`))
+	if resp.StatusCode != 204 {
+		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+	}
+	m := sub.Next()
+	if m.Topic != "sensors/a7/temperature" || m.QoS != 1 || m.Properties.ContentType != "application/json" {
+		t.Fatalf("published %s qos %d ct %q", m.Topic, m.QoS, m.Properties.ContentType)
+	}
+	resp, body = httpDo(t, "GET", base+"/sensors/a7/temperature", "", nil)
+	if resp.StatusCode != 200 || string(body) != `{"c":21.5}` || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET: %d %q %s", resp.StatusCode, body, resp.Header.Get("Content-Type"))
+	}
+	// The route fixes qos and retain.
+	resp, body = httpDo(t, "POST", base+"/sensors/a7/temperature?qos=0", "", []byte("1"))
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "fixed qos") {
+		t.Fatalf("qos override: %d %s", resp.StatusCode, body)
+	}
+
+	// cbor-to-json: CBOR in, JSON on MQTT; broken CBOR is a 400 and nothing is published.
+	in, _ := cbor.Marshal(map[string]any{"t": 20, "ok": true})
+	resp, body = httpDo(t, "POST", base+"/cbor/9", "application/cbor", in)
+	if resp.StatusCode != 204 {
+		t.Fatalf("cbor POST: %d %s", resp.StatusCode, body)
+	}
+	m = sub.Next()
+	var got map[string]any
+	if m.Topic != "cbor/9" || json.Unmarshal(m.Payload, &got) != nil || got["t"] != float64(20) || m.Properties.ContentType != "application/json" {
+		t.Fatalf("transformed: %s %q ct %q", m.Topic, m.Payload, m.Properties.ContentType)
+	}
+	resp, body = httpDo(t, "POST", base+"/cbor/9", "application/cbor", []byte{0xff, 0x00})
+	if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("bad cbor: %d %s", resp.StatusCode, body)
+	}
+	sub.None(150 * time.Millisecond)
+
+	// GET /routes lists the mapping.
+	resp, body = httpDo(t, "GET", base+"/routes", "", nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"name":"temperature"`) {
+		t.Fatalf("/routes: %d %s", resp.StatusCode, body)
+	}
+}
+
+// responder answers requests on filter: "re:"+payload to the Response
+// Topic with the Correlation Data, until the test ends.
+func responder(t *testing.T, addr, filter string) {
+	t.Helper()
+	dev := mqtttest.Dial(t, addr, mqtttest.Options{ClientID: "responder-" + strings.NewReplacer("/", "_", "+", "p", "#", "h").Replace(filter)})
+	dev.Sub(filter, 1)
+	done, exited := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(done); <-exited })
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			case m := <-dev.Msgs:
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, _ = dev.Publish(ctx, &paho.Publish{Topic: m.Properties.ResponseTopic, QoS: 1, Payload: append([]byte("re:"), m.Payload...),
+					Properties: &paho.PublishProperties{CorrelationData: m.Properties.CorrelationData, ContentType: "text/plain",
+						User: paho.UserProperties{{Key: "status", Value: "201"}}}})
+				cancel()
+			}
+		}
+	}()
+}
+
+func TestHTTPRequestResponse(t *testing.T) {
+	r := startGateway(t, "-c", writeConfig(t, routesYAML))
+	base := "http://" + r.g.http.Addr()
+	addr := r.mqttAddr(t, "tcp")
+	responder(t, addr, "devices/+/commands/+")
+
+	resp, body := httpDo(t, "POST", base+"/devices/d1/commands/reboot", "text/plain", []byte("now"))
+	if resp.StatusCode != 201 || string(body) != "re:now" || resp.Header.Get("Content-Type") != "text/plain" {
+		t.Fatalf("request: %d %q %s", resp.StatusCode, body, resp.Header.Get("Content-Type"))
+	}
+
+	// 100 concurrent requests, each gets its own answer.
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := fmt.Sprint("n", i)
+			req, _ := http.NewRequest("POST", fmt.Sprintf("%s/devices/d%d/commands/c", base, i), strings.NewReader(want))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if string(b) != "re:"+want {
+				t.Errorf("request %d got %d %q", i, resp.StatusCode, b)
+			}
+		}()
+	}
+	wg.Wait()
+
+	// An MQTT 3.1.1 device answering on the route's reply topic template.
+	dev := mqtttest.Dial3(t, addr, "legacy-dev", false)
+	dev.Sub("legacy/+/+", 1)
+	go func() {
+		select {
+		case m := <-dev.Msgs:
+			parts := strings.Split(m.Topic(), "/")
+			dev.Publish("legacy/"+parts[1]+"/replies/"+parts[2], 1, false, []byte("ok:"+string(m.Payload()))).WaitTimeout(5 * time.Second)
+		case <-time.After(5 * time.Second):
+		}
+	}()
+	resp, body = httpDo(t, "POST", base+"/legacy/v2/open", "", []byte("50%"))
+	if resp.StatusCode != 200 || string(body) != "ok:50%" {
+		t.Fatalf("legacy request: %d %q", resp.StatusCode, body)
+	}
+
+	// Nobody answers: 504 after the route's timeout.
+	start := time.Now()
+	resp, body = httpDo(t, "POST", base+"/legacy/nobody/open", "", nil)
+	if resp.StatusCode != 504 || !strings.Contains(string(body), "no reply") || time.Since(start) < 2*time.Second {
+		t.Fatalf("timeout: %d %s after %v", resp.StatusCode, body, time.Since(start))
+	}
+}
+
+func TestReloadSwapsHTTPRoutesAndEndsRemovedStreams(t *testing.T) {
+	base1 := routesYAML + `  - name: gone
+    http: {path: "/gone/{x}"}
+    topic: gone/{x}
+`
+	file := writeConfig(t, base1)
+	r := startGateway(t, "-c", file)
+	base := "http://" + r.g.http.Addr()
+
+	// A stream on a route that the reload removes, and one on a route it keeps.
+	open := func(path string) *bufio.Reader {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("stream %s: %v %v", path, err, resp)
+		}
+		t.Cleanup(func() { _ = resp.Body.Close() })
+		return bufio.NewReader(resp.Body)
+	}
+	removed := open("/gone/1")
+	kept := open("/sensors/k/temperature")
+
+	writeConfig2 := routesYAML + `  - name: added
+    http: {path: "/added/{x}"}
+    topic: added/{x}
+`
+	writeFile(t, file, writeConfig2)
+	r.hup <- syscall.SIGHUP
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, _ := httpDo(t, "PUT", base+"/added/1", "", []byte("v"))
+		if resp.StatusCode == 204 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("added route not served after reload: %d\n%s", resp.StatusCode, r.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if resp, _ := httpDo(t, "POST", base+"/gone/1", "", nil); resp.StatusCode != 404 {
+		t.Fatalf("removed route answers %d", resp.StatusCode)
+	}
+	// The removed route's stream ends; the kept one still delivers.
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, removed)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Logf("removed route's stream ended (%v)", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream of a removed route still open after reload")
+	}
+	if resp, body := httpDo(t, "PUT", base+"/sensors/k/temperature", "", []byte(`1`)); resp.StatusCode != 204 {
+		t.Fatalf("kept route: %d %s", resp.StatusCode, body)
+	}
+	for {
+		line, err := kept.ReadString('\n')
+		if err != nil {
+			t.Fatalf("kept stream ended: %v", err)
+		}
+		if strings.HasPrefix(line, "data:") && strings.Contains(line, `"topic":"sensors/k/temperature"`) {
+			break
+		}
+	}
+}
