@@ -30,5 +30,7 @@
 // read loop of our own builds each peer from go-coap's public pieces
 // (udp/client.NewConnWithOpts with our Session and a time-bucketed
 // de-duplication cache), so RFC 7252 §4.5 de-duplication stays on and costs
-// O(1) per message. Reads and writes are batched (recvmmsg, sendmmsg).
+// O(1) per message. Reads and writes are batched (recvmmsg, sendmmsg), and
+// notifications to UDP observers bypass go-coap's synchronous CON writes
+// (fastnotify.go): no goroutine per observer, paced by the socket buffer.
 package coapadapter
