@@ -218,27 +218,7 @@ func (o *observer) sendFast(m bridge.Message, seq uint32, con bool) bool {
 		typ, kind = message.Confirmable, "con"
 	}
 	mid := p.udp.cc.GetMessageID()
-	msg := message.Message{Token: o.token, Code: codes.Content, Type: typ, MessageID: mid, Payload: m.Payload}
-	opts := make(message.Options, 0, 8)
-	opts = opts.Add(message.Option{ID: message.Observe, Value: encUint(seq)})
-	if cf, ok := contentFormat(m.ContentType); ok {
-		opts = opts.Add(message.Option{ID: message.ContentFormat, Value: encUint(uint32(cf))})
-	}
-	if o.wildcard {
-		opts = opts.Add(message.Option{ID: message.LocationPath, Value: []byte(psPrefix)})
-		for _, l := range strings.Split(m.Topic, "/") {
-			opts = opts.Add(message.Option{ID: message.LocationPath, Value: []byte(l)})
-		}
-	}
-	if m.Expiry > 0 {
-		opts = opts.Add(message.Option{ID: message.MaxAge, Value: encUint(uint32(min(m.Expiry/time.Second, 1<<32-1)))})
-	}
-	msg.Options = opts
-	size, err := coder.DefaultCoder.Size(msg)
-	data := make([]byte, max(size, 0))
-	if err == nil {
-		_, err = coder.DefaultCoder.Encode(msg, data)
-	}
+	data, err := encodeNotification(o.token, mid, typ, seq, m, o.wildcard)
 	if err != nil {
 		if con {
 			o.s.notify.release()
@@ -332,4 +312,35 @@ func encUint(v uint32) []byte {
 		i++
 	}
 	return b[i:]
+}
+
+// encodeNotification builds the datagram of one notification: 2.05 with
+// Observe, Content-Format, the topic as Location-Path for wildcard
+// observations, Max-Age from the message expiry, and the payload.
+func encodeNotification(token []byte, mid int32, typ message.Type, seq uint32, m bridge.Message, wildcard bool) ([]byte, error) {
+	msg := message.Message{Token: token, Code: codes.Content, Type: typ, MessageID: mid, Payload: m.Payload}
+	opts := make(message.Options, 0, 8)
+	opts = opts.Add(message.Option{ID: message.Observe, Value: encUint(seq)})
+	if cf, ok := contentFormat(m.ContentType); ok {
+		opts = opts.Add(message.Option{ID: message.ContentFormat, Value: encUint(uint32(cf))})
+	}
+	if wildcard {
+		opts = opts.Add(message.Option{ID: message.LocationPath, Value: []byte(psPrefix)})
+		for _, l := range strings.Split(m.Topic, "/") {
+			opts = opts.Add(message.Option{ID: message.LocationPath, Value: []byte(l)})
+		}
+	}
+	if m.Expiry > 0 {
+		opts = opts.Add(message.Option{ID: message.MaxAge, Value: encUint(uint32(min(m.Expiry/time.Second, 1<<32-1)))})
+	}
+	msg.Options = opts
+	size, err := coder.DefaultCoder.Size(msg)
+	if err != nil {
+		return nil, err
+	}
+	data := make([]byte, size)
+	if _, err := coder.DefaultCoder.Encode(msg, data); err != nil {
+		return nil, err
+	}
+	return data, nil
 }

@@ -51,14 +51,14 @@ func testLogger() *slog.Logger {
 
 // start runs a broker and the adapter with anonymous access; cfg.UDP
 // defaults to 127.0.0.1:0.
-func start(t *testing.T, cfg Config) *testEnv {
+func start(t testing.TB, cfg Config) *testEnv {
 	t.Helper()
 	cfg.AllowAnonymous = true
 	return startStrict(t, cfg)
 }
 
 // startStrict is start without turning on anonymous access.
-func startStrict(t *testing.T, cfg Config) *testEnv {
+func startStrict(t testing.TB, cfg Config) *testEnv {
 	t.Helper()
 	b, err := bridge.New(bridge.Config{Listeners: []bridge.Listener{{Address: "127.0.0.1:0"}}, AllowAnonymous: true})
 	if err != nil {
@@ -177,12 +177,12 @@ func expectCode(t *testing.T, resp *pool.Message, want codes.Code) string {
 // rawClient is a bare UDP socket speaking CoAP by hand, for what a library
 // client will not do (duplicates, RST, silence).
 type rawClient struct {
-	t    *testing.T
+	t    testing.TB
 	conn *net.UDPConn
 	mid  uint16
 }
 
-func dialRaw(t *testing.T, addr string) *rawClient {
+func dialRaw(t testing.TB, addr string) *rawClient {
 	t.Helper()
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
@@ -197,7 +197,7 @@ func dialRaw(t *testing.T, addr string) *rawClient {
 }
 
 // encode marshals m.
-func encode(t *testing.T, m message.Message) []byte {
+func encode(t testing.TB, m message.Message) []byte {
 	t.Helper()
 	n, err := coder.DefaultCoder.Size(m)
 	if err != nil {
