@@ -40,8 +40,9 @@ type Server struct {
 	wg      sync.WaitGroup // every goroutine the server starts
 	spawnMu sync.RWMutex   // orders goRun's wg.Add before Shutdown's Wait
 
-	peersMu sync.Mutex
-	peers   map[*peer]struct{}
+	peersMu     sync.Mutex
+	peers       map[*peer]struct{}
+	peersClosed bool // Shutdown took its snapshot: no new peers
 
 	udp     *udpListener
 	dtlsLn  *coapNet.DTLSListener
@@ -164,6 +165,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
 	s.closeListeners()
 	s.peersMu.Lock()
+	s.peersClosed = true
 	peers := make([]*peer, 0, len(s.peers))
 	for p := range s.peers {
 		peers = append(peers, p)
@@ -263,12 +265,19 @@ func (s *Server) janitor() {
 	}
 }
 
-// addPeer registers p for the janitor and for Shutdown.
-func (s *Server) addPeer(p *peer) {
+// addPeer registers p for the janitor and for Shutdown. After Shutdown
+// began it closes p instead and returns false.
+func (s *Server) addPeer(p *peer) bool {
 	s.peersMu.Lock()
+	if s.peersClosed {
+		s.peersMu.Unlock()
+		p.close()
+		return false
+	}
 	s.peers[p] = struct{}{}
 	s.peersMu.Unlock()
 	s.metrics.peers.WithLabelValues(p.transport).Inc()
+	return true
 }
 
 // removePeer forgets p.

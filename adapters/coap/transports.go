@@ -113,7 +113,7 @@ func (s *Server) serveDTLSConn(c net.Conn) {
 	}
 	cc := s.newDatagramConn(sess, p)
 	cc.AddOnClose(p.cleanup)
-	s.addPeer(p)
+	s.addPeer(p) // closes p when shutting down; Run then returns at once
 	if err := cc.Run(); err != nil && s.running() {
 		s.coapErrors(fmt.Errorf("%v: dtls session: %w", c.RemoteAddr(), err))
 	}
@@ -198,7 +198,7 @@ func (s *Server) serveTCPConn(c net.Conn) {
 	p.checkExp = cc.CheckExpirations
 	p.closeFn = cc.Close
 	cc.AddOnClose(p.cleanup)
-	s.addPeer(p)
+	s.addPeer(p) // closes p when shutting down; Run then returns at once
 	if err := cc.Run(); err != nil && s.running() {
 		s.coapErrors(fmt.Errorf("%v: tcp connection: %w", c.RemoteAddr(), err))
 	}

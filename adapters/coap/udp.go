@@ -155,6 +155,11 @@ func (l *udpListener) peer(from netip.AddrPort) (*udpPeer, error) {
 	cc := l.s.newDatagramConn(sess, p)
 	up := &udpPeer{peer: p, cc: cc, l: l, to: from}
 	p.udp = up
+	if !l.s.addPeer(p) { // shutting down: addPeer closed it
+		return nil, net.ErrClosed
+	}
+	// Registered only now: it takes l.mu, which we hold, and addPeer may
+	// close the session.
 	sess.AddOnClose(func() {
 		l.mu.Lock()
 		if l.peers[from] == up {
@@ -164,7 +169,6 @@ func (l *udpListener) peer(from netip.AddrPort) (*udpPeer, error) {
 		p.cleanup()
 	})
 	l.peers[from] = up
-	l.s.addPeer(p)
 	return up, nil
 }
 
