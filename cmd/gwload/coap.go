@@ -63,13 +63,13 @@ type coapLoad struct {
 func runCoAP(args []string) error {
 	var o coapLoad
 	fs := flag.NewFlagSet("coap", flag.ContinueOnError)
-	fs.DurationVar(&o.dur, "d", 5*time.Second, "duration of each load run")
+	fs.DurationVar(&o.dur, "d", 10*time.Second, "duration of each load run (go-coap's bare server slows down the longer it runs, see README)")
 	fs.IntVar(&o.clients, "c", 8, "concurrent CoAP clients (one UDP socket each)")
 	fs.IntVar(&o.window, "w", 1, "requests in flight per client (1 = a client waits for each answer)")
 	fs.IntVar(&o.payload, "payload", 64, "payload bytes per request")
 	fs.IntVar(&o.procs, "procs", 1, "GOMAXPROCS of the server side (this process)")
 	fs.IntVar(&o.genProcs, "gen-procs", 1, "GOMAXPROCS of the load generator process")
-	fs.IntVar(&o.repeat, "repeat", 3, "rounds of every run (the table shows medians)")
+	fs.IntVar(&o.repeat, "repeat", 5, "rounds of every run (the table shows medians; ratios are taken within each round)")
 	fs.IntVar(&o.observers, "observers", 10000, "observers for the fan-out figure; 0 skips it")
 	fs.IntVar(&o.obsSocks, "observer-sockets", 100, "UDP sockets (peers) the observers are spread over")
 	fs.IntVar(&o.rounds, "rounds", 5, "fan-out publishes to time")
