@@ -200,10 +200,42 @@ func (cl *Client) WriteLoop() {
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
 			atomic.AddInt32(&cl.State.outboundQty, -1)
+			// gateway patch: a SendParked that found outbound full left
+			// parked packets behind with quota to spare; there is room now.
+			cl.sendParked()
 		case <-cl.State.open.Done():
 			return
 		}
 	}
+}
+
+// flowControlled reports whether the client announced a Receive Maximum, so
+// that QoS 1/2 PUBLISHes to it are subject to send quota [MQTT-4.9].
+// gateway patch.
+func (cl *Client) flowControlled() bool {
+	return atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
+}
+
+// sendParked queues parked QoS 1/2 PUBLISHes for writing, in the order they
+// were parked, while send quota is left (see Inflight.SendParked). It never
+// blocks: when outbound is full the rest stay parked and WriteLoop calls
+// again after its next write. gateway patch.
+func (cl *Client) sendParked() {
+	if atomic.LoadInt32(&cl.State.Inflight.parkedLen) == 0 {
+		return // the common case, without Closed's mutex
+	}
+	if cl.Closed() {
+		return // they stay in flight, for the session's next connection
+	}
+	cl.State.Inflight.SendParked(func(pk packets.Packet) bool {
+		select {
+		case cl.State.outbound <- &pk:
+			atomic.AddInt32(&cl.State.outboundQty, 1)
+			return true
+		default:
+			return false
+		}
+	})
 }
 
 // ParseConnect parses the connect parameters and properties for a client.
@@ -312,6 +344,22 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
+		if cl.flowControlled() {
+			// gateway patch: the quota was reset at CONNECT, but what is
+			// resent counts against it [MQTT-4.9]: PUBLISHes are parked in
+			// this order and wait for quota like new ones; a PUBREL is an
+			// outstanding QoS 2 delivery and takes one.
+			if tk.FixedHeader.Type == packets.Publish {
+				cl.State.Inflight.Set(tk) // with Dup
+				cl.State.Inflight.Park(tk.PacketID)
+				continue
+			}
+			if tk.FixedHeader.Type == packets.Pubrel {
+				cl.State.Inflight.Lock()
+				cl.State.Inflight.DecreaseSendQuota()
+				cl.State.Inflight.Unlock()
+			}
+		}
 		err := cl.WritePacket(tk)
 		if err != nil {
 			return err
@@ -324,6 +372,8 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 			}
 		}
 	}
+
+	cl.sendParked() // gateway patch: see above
 
 	return nil
 }

@@ -20,6 +20,23 @@ type Inflight struct {
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
 	maximumSendQuota    int32                     // maximum allowed send quota
+
+	// gateway patch: outbound flow control [MQTT-4.9]. Packet ids of
+	// in-flight PUBLISHes waiting for send quota, oldest first; parkedSeq
+	// holds the id's current entry so an entry left behind by a Delete
+	// (acknowledged, expired, cleared) is skipped even if the id is reused.
+	// The packets themselves stay in internal until acknowledged. Guarded
+	// by the write lock; parkedLen mirrors len(parked) for lock-free checks.
+	parked    []parkedID
+	parkedSeq map[uint16]uint64
+	seq       uint64
+	parkedLen int32
+}
+
+// parkedID is an entry of Inflight.parked (gateway patch).
+type parkedID struct {
+	id  uint16
+	seq uint64
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -82,8 +99,15 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		}
 	}
 
+	// gateway patch: oldest first by Created, ties by packet id, as in
+	// NextImmediate; upstream compared uint16(Created), i.e. seconds modulo
+	// 65536, and left the packets of one second in map order, so sessions
+	// were resumed out of order [MQTT-4.6.0-1].
 	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+		if m[i].Created != m[j].Created {
+			return m[i].Created < m[j].Created
+		}
+		return m[i].PacketID < m[j].PacketID
 	})
 
 	return m
@@ -123,8 +147,58 @@ func (i *Inflight) Delete(id uint16) bool {
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
+	delete(i.parkedSeq, id) // gateway patch: no longer waiting to be sent
 
 	return ok
+}
+
+// Park queues the in-flight packet id to be sent, after every packet parked
+// before it, once send quota is available; see SendParked. gateway patch:
+// replaces upstream's marking of packets with Expiry -1, which lost the
+// message expiry and needed a scan of all in-flight packets to find them.
+func (i *Inflight) Park(id uint16) {
+	i.Lock()
+	defer i.Unlock()
+	if _, ok := i.internal[id]; !ok {
+		return
+	}
+	if i.parkedSeq == nil {
+		i.parkedSeq = map[uint16]uint64{}
+	}
+	i.seq++
+	i.parkedSeq[id] = i.seq
+	i.parked = append(i.parked, parkedID{id, i.seq})
+	atomic.StoreInt32(&i.parkedLen, int32(len(i.parked)))
+}
+
+// SendParked hands parked packets, oldest first, to send while send quota is
+// left, taking one quota for each; it stops when send returns false (the
+// packet stays parked). The packets stay in flight until acknowledged.
+// send must not block or take the Inflight lock: it runs under the write
+// lock, which keeps the packets handed over in parking order however many
+// goroutines call SendParked. gateway patch.
+func (i *Inflight) SendParked(send func(pk packets.Packet) bool) {
+	if atomic.LoadInt32(&i.parkedLen) == 0 || atomic.LoadInt32(&i.sendQuota) <= 0 {
+		return
+	}
+	i.Lock()
+	defer i.Unlock()
+	for len(i.parked) > 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
+		p := i.parked[0]
+		pk, ok := i.internal[p.id]
+		if ok && i.parkedSeq[p.id] == p.seq && pk.FixedHeader.Type == packets.Publish {
+			if !send(pk) {
+				break
+			}
+			delete(i.parkedSeq, p.id)
+			atomic.AddInt32(&i.sendQuota, -1) // > 0 still: other goroutines decrease it only under the lock
+		}
+		i.parked = i.parked[1:]
+	}
+	if len(i.parked) == 0 {
+		i.parked = nil // let append start afresh instead of creeping along the array
+	}
+	atomic.StoreInt32(&i.parkedLen, int32(len(i.parked)))
 }
 
 // TakeRecieveQuota reduces the receive quota by 1.

@@ -590,6 +590,10 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		// from increasing memory usage by inflights + subs * client-id.
 		s.UnsubscribeClient(existing)
 		existing.ClearInflights()
+		// gateway patch: ClearInflights counted the cloned messages out of
+		// Info.Inflight, but they are still in flight (now cl's) and are
+		// counted out again when acknowledged; the count went negative.
+		atomic.AddInt64(&s.Info.Inflight, int64(cl.State.Inflight.Len()))
 
 		s.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
 
@@ -716,16 +720,13 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
-		next, ok := cl.State.Inflight.NextImmediate()
-		if ok {
-			_ = cl.WritePacket(next)
-			if ok := cl.State.Inflight.Delete(next.PacketID); ok {
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
-			cl.State.Inflight.DecreaseSendQuota()
-		}
-	}
+	// gateway patch: upstream sent one parked packet here per packet
+	// received from the client (scanning all in-flight packets for it),
+	// wrote it past the outbound queue and deleted it from Inflight, so its
+	// PUBACK/PUBCOMP never returned the quota: a flow-controlled subscriber
+	// stalled once the quota leaked away. Parked packets are now sent by
+	// Client.sendParked when quota is returned (processPuback, processPubrec,
+	// processPubcomp) and stay in flight until acknowledged.
 
 	return nil
 }
@@ -1078,17 +1079,24 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
-		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-			cl.State.Inflight.DecreaseSendQuota()
 		}
 
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
+		// gateway patch: flow control [MQTT-4.9]. Every QoS 1/2 PUBLISH to
+		// a client with a Receive Maximum is parked and sent through the
+		// outbound queue only with send quota, in parking order, so none
+		// overtakes an earlier one still waiting. Upstream sent directly
+		// while the quota (read before taking it) was > 0 and marked the
+		// rest with Expiry -1, see processPacket.
+		if cl.flowControlled() {
+			if cl.Net.Conn == nil || cl.Closed() {
+				return out, packets.CodeDisconnect // in flight for the session's next connection
+			}
+			cl.State.Inflight.Park(out.PacketID)
+			cl.sendParked()
 			return out, nil
 		}
 	}
@@ -1167,6 +1175,7 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 		cl.State.Inflight.IncreaseSendQuota()
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
+		cl.sendParked() // gateway patch: the next parked packet may go now
 	}
 
 	return nil
@@ -1181,6 +1190,10 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-4]
 		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
+			// gateway patch: a PUBREC with an error code ends the
+			// delivery and returns its send quota [MQTT-4.9].
+			cl.State.Inflight.IncreaseSendQuota()
+			cl.sendParked()
 		}
 		cl.ops.hooks.OnQosDropped(cl, pk)
 		return nil // as per MQTT5 Section 4.13.2 paragraph 2
@@ -1214,8 +1227,10 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	cl.State.Inflight.IncreaseReceiveQuota()             // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()                // +1 SENT QUOTA
+	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
+	// gateway patch: no send quota here: a PUBREL completes a QoS 2 PUBLISH
+	// from the client, which never took any (upstream added one, letting the
+	// server exceed the client's Receive Maximum).
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
@@ -1228,10 +1243,14 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quotas.
 	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		// gateway patch: send quota only for a delivery that was in flight
+		// (upstream also added it for unknown or repeated ids), then send
+		// the next parked packet.
+		cl.State.Inflight.IncreaseSendQuota() // +1 SENT QUOTA
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
+		cl.sendParked()
 	}
 
 	return nil
