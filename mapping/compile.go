@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -52,6 +53,9 @@ func (e *FieldError) FieldPath() string { return e.Path }
 // Route is one compiled route. A Route is shared by the [Table] and its
 // readers and must not be modified.
 type Route struct {
+	// fingerprint is the route's spec in a canonical form (Fingerprint).
+	fingerprint string
+
 	// Index is the route's position in the `routes:` list (0-based).
 	Index int
 	// Name is the route's unique name.
@@ -98,6 +102,22 @@ type Route struct {
 	// Source is set for source routes, which publish to Topic (with QoS,
 	// Retain and ContentType) what they observe or poll.
 	Source *Source
+}
+
+// Fingerprint identifies everything the route was written with: two
+// routes with the same fingerprint behave the same. A reload compares them
+// to keep the streams and observations of routes that did not change and to
+// end those of routes that were removed or changed.
+func (r *Route) Fingerprint() string { return r.fingerprint }
+
+// fingerprint is the spec as JSON (its fields are plain values, so the
+// encoding is canonical).
+func fingerprint(s *RouteSpec) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Sprintf("%s|%p", s.Name, s) // cannot happen: plain data
+	}
+	return string(b)
 }
 
 // TopicFor returns the topic a request publishes to, filled with the
@@ -467,7 +487,7 @@ func (c *compiler) route(i int, s *RouteSpec) *Route {
 		return nil
 	}
 
-	r := &Route{Index: i, Name: name, Retain: s.Retain, Transform: s.Transform, Reply: s.Reply != nil}
+	r := &Route{Index: i, Name: name, Retain: s.Retain, Transform: s.Transform, Reply: s.Reply != nil, fingerprint: fingerprint(s)}
 	if s.HTTP == nil && s.CoAP == nil {
 		c.add(p, name, "needs http or coap (or both): a route binds a request path to a topic")
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/mux"
 
 	"github.com/edgebridge/gateway/bridge"
+	"github.com/edgebridge/gateway/mapping"
 )
 
 // psPrefix is the generic publish/subscribe resource (SPEC §5).
@@ -29,6 +30,7 @@ type request struct {
 	p     *peer
 	path  []string // Uri-Path options
 	query []string // Uri-Query options
+	route string   // fingerprint of the mapping route serving it ("" for /ps)
 }
 
 // routeHandler serves requests under a mounted prefix; rest is the Uri-Path
@@ -96,6 +98,9 @@ func (s *Server) serveCOAP(w mux.ResponseWriter, r *mux.Message) {
 		s.servePS(req, req.path[1:])
 		return
 	}
+	if s.serveTable(req) {
+		return
+	}
 	s.routesMu.RLock()
 	routes := s.routes
 	s.routesMu.RUnlock()
@@ -114,6 +119,8 @@ type pubDefaults struct {
 	Retain      bool
 	QoS         int    // -1: from the message type (CON 1, NON 0)
 	ContentType string // used when the request has no Content-Format
+	Transform   string // mapping.Transform name applied to the body ("" none)
+	Fixed       bool   // qos and retain are the route's: query options refused
 }
 
 // servePS serves /ps/{topic...}.
@@ -159,6 +166,10 @@ func (s *Server) servePS(req *request, levels []string) {
 
 // queryOptions parses the qos= and retain= query options.
 func (s *Server) queryOptions(req *request, d *pubDefaults) bool {
+	if d.Fixed && len(req.query) > 0 {
+		s.fail(req, codes.BadRequest, "this route fixes qos and retain: remove the query options")
+		return false
+	}
 	for _, q := range req.query {
 		k, v, _ := strings.Cut(q, "=")
 		switch k {
@@ -217,6 +228,14 @@ func (s *Server) publish(req *request, topic string, d pubDefaults) {
 	body, ok := s.readBody(req)
 	if !ok {
 		return
+	}
+	if d.Transform != "" {
+		out, t, err := mapping.Transform(d.Transform, body)
+		if err != nil {
+			s.fail(req, codes.BadRequest, "%v", err)
+			return
+		}
+		body, ct = out, t
 	}
 	ctx, cancel := context.WithTimeout(req.r.Context(), s.cfg.PublishTimeout)
 	defer cancel()
@@ -428,6 +447,7 @@ func (s *Server) wellKnownCore(req *request) {
 		`</ps>;rt="core.ps";ct=40;title="MQTT topics: /ps/{topic}"`,
 		`</ps/{topic}>;rt="core.ps.data";obs;ct="0 42 50 60"`,
 	}
+	links = append(links, s.tableLinks()...)
 	if s.cfg.ExtraLinks != nil {
 		links = append(links, s.cfg.ExtraLinks()...)
 	}

@@ -43,6 +43,7 @@ type observer struct {
 	token    []byte
 	filter   string
 	wildcard bool
+	route    string // fingerprint of the mapping route it came through ("" for /ps)
 
 	mu       sync.Mutex
 	queue    []bridge.Message
@@ -463,6 +464,11 @@ func (s *Server) observe(req *request, filter string) {
 		return
 	}
 	o, err := s.obs.register(req.p, req.r.Token(), filter)
+	if err == nil && req.route != "" {
+		s.obs.mu.Lock() // endRoutes reads it under this lock
+		o.route = req.route
+		s.obs.mu.Unlock()
+	}
 	if err != nil {
 		if le, ok := err.(limitError); ok {
 			s.fail(req, codes.ServiceUnavailable, "too many observers (limit %d)", le.limit).maxAge(retryAfter)

@@ -17,6 +17,7 @@ import (
 	coapNet "github.com/plgd-dev/go-coap/v3/net"
 
 	"github.com/edgebridge/gateway/bridge"
+	"github.com/edgebridge/gateway/mapping"
 )
 
 // Server is the CoAP adapter: one set of handlers served over UDP, DTLS and
@@ -31,6 +32,8 @@ type Server struct {
 
 	routesMu sync.RWMutex
 	routes   []mounted // extra resources (mapping layer), longest prefix first
+
+	table atomic.Pointer[mapping.Table] // the mapping's CoAP routes (routes.go)
 
 	obs    *observers
 	notify *notifier // UDP notification fast path

@@ -36,17 +36,6 @@ type mappedRoutes struct {
 	lives map[string]routeLife // key: route fingerprint
 }
 
-// fingerprint identifies what a route does over HTTP; a reload that keeps
-// it keeps the route's streams.
-func fingerprint(rt *mapping.Route) string {
-	reply := ""
-	if rt.ReplyTopic != nil {
-		reply = rt.ReplyTopic.String()
-	}
-	return fmt.Sprint(rt.Name, "|", rt.HTTPPath, "|", rt.HTTPMethods, "|", rt.Topic, "|", rt.QoS, rt.Retain,
-		"|", rt.ContentType, "|", rt.Transform, "|", rt.Reply, reply, rt.ReplyTimeout)
-}
-
 // MountTable serves the HTTP routes of table in place of the ones mounted
 // before, atomically: requests in flight finish on the old routes, SSE
 // streams of routes that table keeps go on, and streams of routes it drops
@@ -64,7 +53,7 @@ func (s *Server) MountTable(table *mapping.Table) error {
 			if rt.HTTPPath == nil {
 				continue
 			}
-			fp := fingerprint(rt)
+			fp := rt.Fingerprint()
 			life, ok := s.mapped.lives[fp]
 			if !ok {
 				ctx, cancel := context.WithCancel(context.Background())
@@ -76,7 +65,7 @@ func (s *Server) MountTable(table *mapping.Table) error {
 	}
 	err := s.Remount(func(r chi.Router) {
 		for _, rt := range routes {
-			h := s.mappedHandler(rt, next[fingerprint(rt)].ctx)
+			h := s.mappedHandler(rt, next[rt.Fingerprint()].ctx)
 			pattern := chiPattern(rt.HTTPPath)
 			for _, m := range rt.HTTPMethods {
 				r.Method(m, pattern, h)

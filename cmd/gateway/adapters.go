@@ -72,6 +72,7 @@ func (g *gateway) addAdapters(l *loaded) error {
 		if err != nil {
 			return err
 		}
+		c.SetTable(l.table)
 		g.coap = c
 		g.services = append(g.services, c)
 	}

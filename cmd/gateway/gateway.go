@@ -144,6 +144,9 @@ func (g *gateway) reload(o Overrides) {
 			return
 		}
 	}
+	if g.coap != nil {
+		g.coap.SetTable(l.table)
+	}
 	if changed := restartOnly(g.cur.cfg, l.cfg); len(changed) > 0 {
 		g.log.Warn("config reload: these settings need a restart and were not applied", "settings", changed)
 	}

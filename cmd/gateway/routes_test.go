@@ -16,7 +16,10 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/fxamacker/cbor/v2"
+	coapmsg "github.com/plgd-dev/go-coap/v3/message"
+	coapcodes "github.com/plgd-dev/go-coap/v3/message/codes"
 
+	"github.com/edgebridge/gateway/internal/coaptest"
 	"github.com/edgebridge/gateway/internal/mqtttest"
 )
 
@@ -256,5 +259,89 @@ func TestReloadSwapsHTTPRoutesAndEndsRemovedStreams(t *testing.T) {
 		if strings.HasPrefix(line, "data:") && strings.Contains(line, `"topic":"sensors/k/temperature"`) {
 			break
 		}
+	}
+}
+
+func TestCoAPRoutes(t *testing.T) {
+	file := writeConfig(t, `routes:
+  - name: temperature
+    coap: {path: "/s/{id}/t"}
+    topic: sensors/{id}/temperature
+    retain: true
+    content_type: application/json
+  - name: cbor-in
+    coap: {path: "/c/{id}", methods: [POST]}
+    topic: cbor/{id}
+    transform: cbor-to-json
+  - name: command
+    coap: {path: "/d/{id}/{cmd}"}
+    topic: devices/{id}/commands/{cmd}
+    reply: {timeout: 1s}
+`)
+	r := startGateway(t, "-c", file)
+	udpAddr, _, _ := r.g.coap.Addrs()
+	cc := coaptest.DialUDP(t, udpAddr)
+	addr := r.mqttAddr(t, "tcp")
+	sub := mqtttest.Dial(t, addr, mqtttest.Options{ClientID: "coap-routes"})
+	sub.Sub("sensors/#", 1)
+	sub.Sub("cbor/#", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	resp, err := cc.Put(ctx, "/s/9/t", coapmsg.AppJSON, bytes.NewReader([]byte(`{"c":1}`)))
+	if err != nil || resp.Code() != coapcodes.Changed {
+		t.Fatalf("PUT: %v %v", err, resp)
+	}
+	if m := sub.Next(); m.Topic != "sensors/9/temperature" || string(m.Payload) != `{"c":1}` || m.QoS != 1 {
+		t.Fatalf("published %s %q qos %d", m.Topic, m.Payload, m.QoS)
+	}
+	resp, err = cc.Get(ctx, "/s/9/t")
+	if err != nil || resp.Code() != coapcodes.Content {
+		t.Fatalf("GET: %v %v", err, resp)
+	}
+	if body, _ := resp.ReadBody(); string(body) != `{"c":1}` {
+		t.Fatalf("GET body %q", body)
+	}
+	// The route fixes qos and retain.
+	resp, err = cc.Post(ctx, "/s/9/t", coapmsg.TextPlain, bytes.NewReader([]byte("1")), coapmsg.Option{ID: coapmsg.URIQuery, Value: []byte("qos=0")})
+	if err != nil || resp.Code() != coapcodes.BadRequest {
+		t.Fatalf("query override: %v %v", err, resp)
+	}
+	// cbor-to-json; broken CBOR is 4.00 and nothing is published.
+	in, _ := cbor.Marshal(map[string]any{"v": 3})
+	resp, err = cc.Post(ctx, "/c/1", coapmsg.AppCBOR, bytes.NewReader(in))
+	if err != nil || resp.Code() != coapcodes.Changed {
+		t.Fatalf("cbor POST: %v %v", err, resp)
+	}
+	if m := sub.Next(); m.Topic != "cbor/1" || string(m.Payload) != `{"v":3}` || m.Properties.ContentType != "application/json" {
+		t.Fatalf("transformed %s %q %q", m.Topic, m.Payload, m.Properties.ContentType)
+	}
+	resp, err = cc.Post(ctx, "/c/1", coapmsg.AppCBOR, bytes.NewReader([]byte{0xff}))
+	if err != nil || resp.Code() != coapcodes.BadRequest {
+		t.Fatalf("bad cbor: %v %v", err, resp)
+	}
+	resp, err = cc.Get(ctx, "/c/1")
+	if err != nil || resp.Code() != coapcodes.MethodNotAllowed {
+		t.Fatalf("GET on a POST-only route: %v %v", err, resp)
+	}
+
+	// Request/response over CoAP, and 5.04 without a responder.
+	responder(t, addr, "devices/+/commands/+")
+	resp, err = cc.Post(ctx, "/d/x/ping", coapmsg.TextPlain, bytes.NewReader([]byte("hi")))
+	if err != nil || resp.Code() != coapcodes.Content {
+		t.Fatalf("request: %v %v", err, resp)
+	}
+	if body, _ := resp.ReadBody(); string(body) != "re:hi" {
+		t.Fatalf("reply %q", body)
+	}
+
+	// Discovery lists the routes.
+	resp, err = cc.Get(ctx, "/.well-known/core")
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, _ := resp.ReadBody()
+	if !strings.Contains(string(links), `</s/{id}/t>;rt="temperature";ct=50;obs`) || !strings.Contains(string(links), `</d/{id}/{cmd}>;rt="command"`) {
+		t.Fatalf("links %s", links)
 	}
 }
