@@ -551,8 +551,8 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 			}
 
 			if !hasNext {
-				if adjacent.retainPath != "" {
-					if pk, ok := x.Retained.Get(adjacent.retainPath); ok {
+				if rp := adjacent.retained(); rp != "" {
+					if pk, ok := x.Retained.Get(rp); ok {
 						pks = append(pks, pk)
 					}
 				}
@@ -570,7 +570,7 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 			return x.scanMessages(filter, d+1, particle, pks)
 		}
 
-		if pk, ok := x.Retained.Get(particle.retainPath); ok {
+		if pk, ok := x.Retained.Get(particle.retained()); ok {
 			pks = append(pks, pk)
 		}
 	}
@@ -745,6 +745,18 @@ func IsValidFilter(filter string, forPublish bool) bool {
 }
 
 // particle is a child node on the tree.
+// retained reads retainPath under the particle's lock.
+//
+// gateway patch: scanMessages read retainPath without any lock while
+// RetainMessage writes it under the particle's lock, a data race (seen by
+// go test -race when a retained publish and a subscription's retained scan
+// overlap). Writers also hold the root lock, so trim's reads are safe.
+func (p *particle) retained() string {
+	p.Lock()
+	defer p.Unlock()
+	return p.retainPath
+}
+
 type particle struct {
 	key                 string               // the key of the particle
 	parent              *particle            // a pointer to the parent of the particle
