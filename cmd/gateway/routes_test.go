@@ -345,3 +345,96 @@ func TestCoAPRoutes(t *testing.T) {
 		t.Fatalf("links %s", links)
 	}
 }
+
+// Reloading under load: an HTTP client publishes on a route the reloads
+// keep while SIGHUP swaps the table again and again; every accepted
+// publish reaches the MQTT subscriber, whose connection never drops.
+func TestReloadUnderLoadLosesNothing(t *testing.T) {
+	file := writeConfig(t, routesYAML)
+	r := startGateway(t, "-c", file)
+	base := "http://" + r.g.http.Addr()
+	sub := mqtttest.Dial(t, r.mqttAddr(t, "tcp"), mqtttest.Options{ClientID: "reload-sub"})
+	sub.Sub("sensors/+/temperature", 1)
+
+	// Collect concurrently: the test client's buffer is bounded.
+	var mu sync.Mutex
+	got := map[string]bool{}
+	collectDone := make(chan struct{})
+	stopCollect := make(chan struct{})
+	go func() {
+		defer close(collectDone)
+		for {
+			select {
+			case m := <-sub.Msgs:
+				mu.Lock()
+				got[string(m.Payload)] = true
+				mu.Unlock()
+			case <-stopCollect:
+				return
+			}
+		}
+	}()
+	stop := make(chan struct{})
+	sent := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { sent <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			req, _ := http.NewRequest("POST", fmt.Sprintf("%s/sensors/s%d/temperature", base, n), strings.NewReader(fmt.Sprint(n)))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("POST %d: %v", n, err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != 204 {
+				t.Errorf("POST %d: %d", n, resp.StatusCode)
+				return
+			}
+			n++
+		}
+	}()
+	for i := range 10 {
+		extra := fmt.Sprintf("  - name: extra%d\n    http: {path: \"/extra%d/{x}\"}\n    topic: extra/%d/{x}\n", i, i, i)
+		writeFile(t, file, routesYAML+extra)
+		r.hup <- syscall.SIGHUP
+		time.Sleep(30 * time.Millisecond)
+	}
+	close(stop)
+	n := <-sent
+	if n == 0 {
+		t.Fatal("no publish went through")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		k := len(got)
+		mu.Unlock()
+		if k >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(stopCollect)
+			<-collectDone
+			t.Fatalf("received %d of %d publishes accepted during reloads", k, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stopCollect)
+	<-collectDone
+	if strings.Count(r.log.String(), "config reloaded") < 10 {
+		t.Fatalf("not every reload was applied:\n%s", r.log)
+	}
+	select {
+	case <-sub.Done():
+		t.Fatal("the MQTT subscriber was disconnected by a reload")
+	default:
+	}
+	t.Logf("%d publishes across 10 reloads, all delivered", n)
+}
