@@ -13,7 +13,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgebridge/gateway/bridge"
+	"github.com/edgebridge/gateway/internal/coaptest"
 	"github.com/edgebridge/gateway/internal/mqtttest"
 )
 
@@ -118,29 +118,7 @@ func ctx5(t *testing.T) context.Context {
 
 // testRunner is a go-coap periodic runner whose goroutines end with the
 // test (the default one sleeps 4 s between runs, which goleak sees).
-func testRunner(t *testing.T) periodic.Func {
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() { close(stop); wg.Wait() })
-	return func(f func(now time.Time) bool) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tk := time.NewTicker(20 * time.Millisecond)
-			defer tk.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case now := <-tk.C:
-					if !f(now) {
-						return
-					}
-				}
-			}
-		}()
-	}
-}
+func testRunner(t *testing.T) periodic.Func { return coaptest.Runner(t) }
 
 // waitFor polls cond until it holds or 5 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {

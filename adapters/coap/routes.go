@@ -125,26 +125,9 @@ func (s *Server) request(req *request, topic, replyTopic string, rt *mapping.Rou
 	if !s.authorized(req, "publish", topic) {
 		return
 	}
-	ct := d.ContentType
-	if cf, err := req.r.ContentFormat(); err == nil {
-		t, ok := contentTypeOf(cf)
-		if !ok {
-			s.fail(req, codes.UnsupportedMediaType, "unsupported Content-Format %d", cf)
-			return
-		}
-		ct = t
-	}
-	body, ok := s.readBody(req)
+	body, ct, ok := s.payload(req, d)
 	if !ok {
 		return
-	}
-	if d.Transform != "" {
-		out, t, err := mapping.Transform(d.Transform, body)
-		if err != nil {
-			s.fail(req, codes.BadRequest, "%v", err)
-			return
-		}
-		body, ct = out, t
 	}
 	ctx, cancel := context.WithTimeout(req.r.Context(), rt.ReplyTimeout)
 	defer cancel()

@@ -124,29 +124,9 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
-// Size is a byte count written as 1024, "256KiB" or "1MiB".
-type Size int64
-
-// UnmarshalText parses a size with an optional KiB, MiB or GiB suffix.
-func (s *Size) UnmarshalText(b []byte) error {
-	txt := strings.TrimSpace(string(b))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
-		if strings.HasSuffix(txt, u.suffix) {
-			txt, mult = strings.TrimSpace(strings.TrimSuffix(txt, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(txt, 10, 64)
-	if err != nil || n < 0 {
-		return fmt.Errorf("invalid size %q: want bytes, or a number with KiB, MiB or GiB", string(b))
-	}
-	*s = Size(n * mult)
-	return nil
-}
+// Size is a byte count written as 1024, "256KiB" or "1MiB" (one parser for
+// the whole file: the mapping's).
+type Size = mapping.ByteSize
 
 // defaults, as in SPEC §2: loopback only, safe until configured.
 const (
