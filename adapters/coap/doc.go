@@ -18,10 +18,9 @@
 // routes can reuse them: (*Server).publish(req, topic, defaults),
 // (*Server).clear(req, topic), (*Server).read(req, topic) and
 // (*Server).observe(req, filter) take an already resolved topic or filter.
-// Extra resources are mounted with (*Server).mount(prefix, handler), also
-// at run time; a mounted handler receives every request whose Uri-Path
-// starts with prefix, on every transport (longest prefix first).
-// Config.ExtraLinks adds entries to /.well-known/core.
+// The mapping's routes are served through (*Server).SetTable (routes.go),
+// swappable at run time, on every transport; /ps and /.well-known/core
+// cannot be shadowed. Config.ExtraLinks adds entries to /.well-known/core.
 //
 // # UDP fast path
 //

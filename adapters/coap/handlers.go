@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,29 +30,6 @@ type request struct {
 	path  []string // Uri-Path options
 	query []string // Uri-Query options
 	route string   // fingerprint of the mapping route serving it ("" for /ps)
-}
-
-// routeHandler serves requests under a mounted prefix; rest is the Uri-Path
-// after the prefix.
-type routeHandler func(s *Server, req *request, rest []string)
-
-// mounted is one extra resource of the mapping layer.
-type mounted struct {
-	prefix []string
-	h      routeHandler
-}
-
-// mount adds handler h for every request whose Uri-Path starts with prefix
-// (segments separated by "/", e.g. "s/t"). The mapping layer uses it for
-// custom CoAP routes, calling publish, read and observe from h with the
-// topic it resolved. Longer prefixes win; /ps and /.well-known/core cannot
-// be shadowed. Safe to call at any time.
-func (s *Server) mount(prefix string, h routeHandler) {
-	m := mounted{prefix: strings.Split(strings.Trim(prefix, "/"), "/"), h: h}
-	s.routesMu.Lock()
-	defer s.routesMu.Unlock()
-	s.routes = append(s.routes, m)
-	slices.SortStableFunc(s.routes, func(a, b mounted) int { return len(b.prefix) - len(a.prefix) })
 }
 
 // serveCOAP is the one handler of every transport: it parses the path, checks
@@ -100,15 +76,6 @@ func (s *Server) serveCOAP(w mux.ResponseWriter, r *mux.Message) {
 	}
 	if s.serveTable(req) {
 		return
-	}
-	s.routesMu.RLock()
-	routes := s.routes
-	s.routesMu.RUnlock()
-	for _, m := range routes {
-		if len(req.path) >= len(m.prefix) && slices.Equal(req.path[:len(m.prefix)], m.prefix) {
-			m.h(s, req, req.path[len(m.prefix):])
-			return
-		}
 	}
 	s.fail(req, codes.NotFound, "no resource at /%s (topics are under /ps/)", strings.Join(req.path, "/"))
 }

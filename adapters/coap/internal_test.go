@@ -10,6 +10,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+
+	"github.com/edgebridge/gateway/mapping"
 )
 
 func TestDedupCacheExpiresByBuckets(t *testing.T) {
@@ -55,17 +57,16 @@ func TestDedupCacheExpiresByBuckets(t *testing.T) {
 	}
 }
 
-// The mapping layer mounts custom resources that reuse publish and observe.
+// Mapping routes reuse publish and observe.
 func TestMountedRouteReusesHandlers(t *testing.T) {
 	e := start(t, Config{ExtraLinks: func() []string { return []string{`</s>;rt="sensor";obs`} }})
-	e.s.mount("s", func(s *Server, req *request, rest []string) {
-		topic := "sensors/" + strings.Join(rest, "/") + "/t"
-		if req.r.Code() == codes.GET {
-			s.observe(req, topic)
-			return
-		}
-		s.publish(req, topic, pubDefaults{QoS: 1, Retain: true, ContentType: "application/json"})
-	})
+	qos := 1
+	table, err := mapping.Compile([]mapping.RouteSpec{{Name: "sensor", CoAP: &mapping.CoAPSpec{Path: "/s/{id}"},
+		Topic: "sensors/{id}/t", QoS: &qos, Retain: true, ContentType: "application/json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.s.SetTable(table)
 	sub := e.subscriber(t, "sensors/#")
 	cc := dialUDP(t, e.udp)
 	req, err := cc.NewPostRequest(ctx5(t), "/s/17", message.TextPlain, bytes.NewReader([]byte("21")))

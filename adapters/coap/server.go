@@ -30,9 +30,6 @@ type Server struct {
 	msgPool *pool.Pool
 	handler mux.Handler // the dispatcher, shared by all transports
 
-	routesMu sync.RWMutex
-	routes   []mounted // extra resources (mapping layer), longest prefix first
-
 	table atomic.Pointer[mapping.Table] // the mapping's CoAP routes (routes.go)
 
 	obs    *observers
