@@ -200,6 +200,8 @@ type Stats struct {
 	MessagesReceived int64
 	MessagesSent     int64
 	MessagesDropped  int64
+	InflightDropped  int64 // QoS 1/2 messages dropped for a subscriber over its in-flight limit
+	LateReplies      int64 // request/response replies that came after their request ended
 }
 
 // Stats returns the broker's counters.
@@ -213,6 +215,8 @@ func (b *Broker) Stats() Stats {
 		MessagesReceived: atomic.LoadInt64(&i.MessagesReceived),
 		MessagesSent:     atomic.LoadInt64(&i.MessagesSent),
 		MessagesDropped:  atomic.LoadInt64(&i.MessagesDropped),
+		InflightDropped:  atomic.LoadInt64(&i.InflightDropped),
+		LateReplies:      b.requests.late.Load(),
 	}
 }
 

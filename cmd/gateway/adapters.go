@@ -20,6 +20,9 @@ func (g *gateway) addAdapters(l *loaded) error {
 	dir := dirOf(l.file)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := registerBrokerMetrics(reg, g.broker); err != nil {
+		return err
+	}
 
 	coapCfg := coapadapter.Config{
 		MaxPayload:     int(cfg.Limits.MaxPayload),
