@@ -105,7 +105,7 @@ func TestHTTPRoutesIngress(t *testing.T) {
 	sub.None(150 * time.Millisecond)
 
 	// The broker's counters are on /metrics beside the adapters'.
-	resp, body = httpDo(t, "GET", base+"/metrics", "", nil)
+	_, body = httpDo(t, "GET", base+"/metrics", "", nil)
 	for _, name := range []string{"gateway_broker_retained_messages ", "gateway_broker_inflight_dropped_total", "gateway_broker_late_replies_total"} {
 		if !strings.Contains(string(body), name) {
 			t.Errorf("/metrics lacks %q:\n%s", name, body)
