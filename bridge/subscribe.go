@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -46,12 +47,46 @@ type Subscription struct {
 	stopped chan struct{}
 	once    sync.Once
 	dropped atomic.Int64
+
+	// primed holds the retained messages delivered at subscribe time, by
+	// topic, until primedUntil. mochi acknowledges (and stores as retained)
+	// a client's publish before it fans it out, so a publish racing with
+	// Subscribe can be seen both as retained and live: its first live copy
+	// that matches (same topic, payload and creation second) is dropped.
+	primedMu    sync.Mutex
+	primed      map[string]packets.Packet
+	primedUntil time.Time
+}
+
+// primeWindow bounds how long a retained delivery suppresses its live twin.
+const primeWindow = 2 * time.Second
+
+// duplicateOfPrimed reports (once) whether pk is the live copy of a retained
+// message this subscription already delivered.
+func (s *Subscription) duplicateOfPrimed(pk packets.Packet) bool {
+	s.primedMu.Lock()
+	defer s.primedMu.Unlock()
+	if len(s.primed) == 0 {
+		return false
+	}
+	if time.Now().After(s.primedUntil) {
+		s.primed = nil
+		return false
+	}
+	r, ok := s.primed[pk.TopicName]
+	if !ok || r.Created != pk.Created || !bytes.Equal(r.Payload, pk.Payload) {
+		return false
+	}
+	delete(s.primed, pk.TopicName)
+	return true
 }
 
 // Subscribe registers fn for every message matching filter. Retained
 // messages matching it are delivered first (unless opts.NoRetained), with
 // Retain set; later messages have Retain false, as an MQTT subscriber without
-// Retain As Published sees them [MQTT-3.3.1-12].
+// Retain As Published sees them [MQTT-3.3.1-12]. A message published while
+// Subscribe runs may arrive between the retained ones; one that is both
+// retained and still being fanned out is delivered once, as retained.
 func (b *Broker) Subscribe(filter string, opts SubOptions, fn Handler) (*Subscription, error) {
 	if err := ValidateFilter(filter); err != nil {
 		return nil, err
@@ -81,22 +116,39 @@ func (b *Broker) Subscribe(filter string, opts SubOptions, fn Handler) (*Subscri
 	b.subs[s.id] = s
 	b.mu.Unlock()
 
+	// Live handlers wait on primedMu until the retained messages are read
+	// and primed, so a live twin of a retained message is always seen as
+	// one. The lock is not held while delivering (a handler may publish).
+	s.primedMu.Lock()
 	// Inline subscriptions straight on the topic index: no hooks run, so the
 	// storage hook never records the gateway's own subscriptions.
 	b.srv.Topics.InlineSubscribe(mqtt.InlineSubscription{
 		Subscription: packets.Subscription{Filter: filter, Identifier: s.id, Qos: opts.QoS},
 		Handler: func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			if s.duplicateOfPrimed(pk) {
+				return
+			}
 			m := fromPacket(pk, time.Now())
 			m.Retain = false
 			s.deliver(m)
 		},
 	})
+	var retained []packets.Packet
 	if !opts.NoRetained {
-		for _, pk := range b.srv.Topics.Messages(filter) {
-			m := fromPacket(pk, time.Now())
-			m.Retain = true
-			s.deliver(m)
+		retained = b.srv.Topics.Messages(filter)
+		if len(retained) > 0 {
+			s.primed = make(map[string]packets.Packet, len(retained))
+			for _, pk := range retained {
+				s.primed[pk.TopicName] = pk
+			}
+			s.primedUntil = time.Now().Add(primeWindow)
 		}
+	}
+	s.primedMu.Unlock()
+	for _, pk := range retained {
+		m := fromPacket(pk, time.Now())
+		m.Retain = true
+		s.deliver(m)
 	}
 	return s, nil
 }
