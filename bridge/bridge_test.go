@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgebridge/gateway/bridge"
+	"github.com/edgebridge/gateway/internal/brokertest"
 	"github.com/edgebridge/gateway/internal/mqtttest"
 )
 
@@ -21,25 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOptions...) }
 // start runs a broker with one TCP listener on a free port.
 func start(t *testing.T, cfg bridge.Config) (*bridge.Broker, string) {
 	t.Helper()
-	if cfg.Listeners == nil {
-		cfg.Listeners = []bridge.Listener{{Address: "127.0.0.1:0"}}
-	}
-	cfg.AllowAnonymous = true
-	b, err := bridge.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := b.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	return b, b.Addrs()[0].Address
+	return brokertest.Start(t, cfg)
 }
 
 func TestPublishReachesMQTT5SubscriberWithProperties(t *testing.T) {

@@ -15,28 +15,13 @@ import (
 )
 
 // respond5 runs an MQTT 5 device that answers every request on filter with
-// "re:"+payload on the request's Response Topic, echoing Correlation Data.
+// "re:"+payload as text/plain.
 func respond5(t *testing.T, addr, filter string) {
 	t.Helper()
-	dev := mqtttest.Dial(t, addr, mqtttest.Options{ClientID: "device5"})
-	dev.Sub(filter, 1)
-	done, exited := make(chan struct{}), make(chan struct{})
-	t.Cleanup(func() { close(done); <-exited })
-	go func() {
-		defer close(exited)
-		for {
-			select {
-			case <-done:
-				return
-			case m := <-dev.Msgs:
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, _ = dev.Publish(ctx, &paho.Publish{Topic: m.Properties.ResponseTopic, QoS: 1,
-					Payload:    append([]byte("re:"), m.Payload...),
-					Properties: &paho.PublishProperties{CorrelationData: m.Properties.CorrelationData, ContentType: "text/plain"}})
-				cancel()
-			}
-		}
-	}()
+	mqtttest.Responder(t, addr, "device5", filter, func(req *paho.Publish) *paho.Publish {
+		return &paho.Publish{Payload: append([]byte("re:"), req.Payload...),
+			Properties: &paho.PublishProperties{ContentType: "text/plain"}}
+	})
 }
 
 func TestRequestMQTT5Responder(t *testing.T) {

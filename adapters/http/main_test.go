@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgebridge/gateway/bridge"
+	"github.com/edgebridge/gateway/internal/brokertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,22 +34,8 @@ type env struct {
 // startBroker runs a broker with one MQTT TCP listener on a free port.
 func startBroker(t testing.TB, cfg bridge.Config) *bridge.Broker {
 	t.Helper()
-	cfg.Listeners = []bridge.Listener{{Address: "127.0.0.1:0"}}
-	cfg.AllowAnonymous = true
-	b, err := bridge.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := b.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-	})
+	cfg.Listeners = nil
+	b, _ := brokertest.Start(t, cfg)
 	return b
 }
 

@@ -118,29 +118,14 @@ func TestHTTPRoutesIngress(t *testing.T) {
 	}
 }
 
-// responder answers requests on filter: "re:"+payload to the Response
-// Topic with the Correlation Data, until the test ends.
+// responder answers requests on filter: "re:"+payload as text/plain, with
+// the user property status=201.
 func responder(t *testing.T, addr, filter string) {
 	t.Helper()
-	dev := mqtttest.Dial(t, addr, mqtttest.Options{ClientID: "responder-" + strings.NewReplacer("/", "_", "+", "p", "#", "h").Replace(filter)})
-	dev.Sub(filter, 1)
-	done, exited := make(chan struct{}), make(chan struct{})
-	t.Cleanup(func() { close(done); <-exited })
-	go func() {
-		defer close(exited)
-		for {
-			select {
-			case <-done:
-				return
-			case m := <-dev.Msgs:
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, _ = dev.Publish(ctx, &paho.Publish{Topic: m.Properties.ResponseTopic, QoS: 1, Payload: append([]byte("re:"), m.Payload...),
-					Properties: &paho.PublishProperties{CorrelationData: m.Properties.CorrelationData, ContentType: "text/plain",
-						User: paho.UserProperties{{Key: "status", Value: "201"}}}})
-				cancel()
-			}
-		}
-	}()
+	mqtttest.Responder(t, addr, "responder", filter, func(req *paho.Publish) *paho.Publish {
+		return &paho.Publish{Payload: append([]byte("re:"), req.Payload...),
+			Properties: &paho.PublishProperties{ContentType: "text/plain", User: paho.UserProperties{{Key: "status", Value: "201"}}}}
+	})
 }
 
 func TestHTTPRequestResponse(t *testing.T) {

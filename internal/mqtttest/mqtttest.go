@@ -231,3 +231,33 @@ func WebSocket(url string) func() (net.Conn, error) {
 		return c, nil
 	}
 }
+
+// Responder runs an MQTT 5 device for the rest of the test: it subscribes
+// to filter and answers each request with answer(request), published to the
+// request's Response Topic with its Correlation Data.
+func Responder(t testing.TB, addr, clientID, filter string, answer func(req *paho.Publish) *paho.Publish) {
+	t.Helper()
+	dev := Dial(t, addr, Options{ClientID: clientID})
+	dev.Sub(filter, 1)
+	done, exited := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(done); <-exited })
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			case req := <-dev.Msgs:
+				resp := answer(req)
+				resp.Topic, resp.QoS = req.Properties.ResponseTopic, 1
+				if resp.Properties == nil {
+					resp.Properties = &paho.PublishProperties{}
+				}
+				resp.Properties.CorrelationData = req.Properties.CorrelationData
+				ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+				_, _ = dev.Publish(ctx, resp)
+				cancel()
+			}
+		}
+	}()
+}
