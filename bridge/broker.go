@@ -79,7 +79,7 @@ func New(cfg Config) (*Broker, error) {
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       log.With("component", "mqtt"),
+		Logger:       slog.New(quietInfo{log.Handler()}).With("component", "mqtt"),
 		InlineClient: true, // needed for inline subscriptions
 	})
 	client := srv.NewClient(nil, "local", inlineClientID, true)
@@ -343,3 +343,25 @@ func (h *accessHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool {
 }
 
 func (h *accessHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// quietInfo turns mochi's info lines (hooks added, listeners attached, start
+// and stop banners, which the gateway logs in its own words) into debug
+// lines; warnings and errors pass unchanged.
+type quietInfo struct{ slog.Handler }
+
+func (q quietInfo) Enabled(ctx context.Context, l slog.Level) bool {
+	if l == slog.LevelInfo {
+		l = slog.LevelDebug
+	}
+	return q.Handler.Enabled(ctx, l)
+}
+
+func (q quietInfo) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelInfo {
+		r.Level = slog.LevelDebug
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietInfo) WithAttrs(as []slog.Attr) slog.Handler { return quietInfo{q.Handler.WithAttrs(as)} }
+func (q quietInfo) WithGroup(n string) slog.Handler       { return quietInfo{q.Handler.WithGroup(n)} }

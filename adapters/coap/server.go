@@ -118,7 +118,7 @@ func (s *Server) Start(ctx context.Context) error {
 	for range min(4, max(1, runtime.GOMAXPROCS(0))) {
 		s.goRun(s.notify.run)
 	}
-	s.log.Info("coap adapter started", "udp", s.addrUDP, "dtls", s.addrDT, "tcp", s.addrTCP)
+	s.log.Debug("coap adapter started", "udp", s.addrUDP, "dtls", s.addrDT, "tcp", s.addrTCP)
 	return nil
 }
 
@@ -183,7 +183,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		s.log.Info("coap adapter stopped")
+		s.log.Debug("coap adapter stopped")
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("coap shutdown: %w", ctx.Err())

@@ -292,7 +292,7 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
-	s.log.Info("http adapter listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil)
+	s.log.Debug("http adapter listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil)
 	return nil
 }
 
