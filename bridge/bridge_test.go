@@ -157,3 +157,33 @@ func recv(t *testing.T, ch chan bridge.Message) bridge.Message {
 		return bridge.Message{}
 	}
 }
+
+func TestSubscribeWithRetainedReturnsThemInstead(t *testing.T) {
+	b, _ := start(t, bridge.Config{})
+	ctx := context.Background()
+	for _, topic := range []string{"r/1", "r/2"} {
+		if err := b.Publish(ctx, bridge.Message{Topic: topic, Payload: []byte(topic), QoS: 2, Retain: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan bridge.Message, 10)
+	s, retained, err := b.SubscribeWithRetained("r/#", bridge.SubOptions{QoS: 1}, func(m bridge.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if len(retained) != 2 || !retained[0].Retain || retained[0].QoS != 1 {
+		t.Fatalf("retained %+v", retained)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("retained message passed to the handler too: %+v", m)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := b.Publish(ctx, bridge.Message{Topic: "r/3", Payload: []byte("live"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, got); m.Topic != "r/3" || m.Retain {
+		t.Fatalf("live %+v", m)
+	}
+}

@@ -88,11 +88,24 @@ func (s *Subscription) duplicateOfPrimed(pk packets.Packet) bool {
 // Subscribe runs may arrive between the retained ones; one that is both
 // retained and still being fanned out is delivered once, as retained.
 func (b *Broker) Subscribe(filter string, opts SubOptions, fn Handler) (*Subscription, error) {
+	s, retained, err := b.SubscribeWithRetained(filter, opts, fn)
+	for _, m := range retained {
+		s.deliver(m)
+	}
+	return s, err
+}
+
+// SubscribeWithRetained is Subscribe that returns the retained messages
+// matching filter (unless opts.NoRetained) instead of passing them to fn,
+// for callers that write them out themselves before the live ones. A
+// retained message that is still being fanned out is not passed to fn
+// again.
+func (b *Broker) SubscribeWithRetained(filter string, opts SubOptions, fn Handler) (*Subscription, []Message, error) {
 	if err := ValidateFilter(filter); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if opts.QoS > 2 {
-		return nil, ErrInvalidQoS
+		return nil, nil, ErrInvalidQoS
 	}
 	if opts.BlockTimeout <= 0 {
 		opts.BlockTimeout = 5 * time.Second
@@ -109,7 +122,7 @@ func (b *Broker) Subscribe(filter string, opts SubOptions, fn Handler) (*Subscri
 	if !b.Running() {
 		b.mu.Unlock()
 		s.Close()
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	b.nextSub++
 	s.id = b.nextSub
@@ -145,12 +158,13 @@ func (b *Broker) Subscribe(filter string, opts SubOptions, fn Handler) (*Subscri
 		}
 	}
 	s.primedMu.Unlock()
-	for _, pk := range retained {
-		m := fromPacket(pk, time.Now())
-		m.Retain = true
-		s.deliver(m)
+	out := make([]Message, len(retained))
+	for i, pk := range retained {
+		out[i] = fromPacket(pk, time.Now())
+		out[i].Retain = true
+		out[i].QoS = min(out[i].QoS, opts.QoS)
 	}
-	return s, nil
+	return s, out, nil
 }
 
 // deliver passes one message to the handler or its queue.

@@ -107,7 +107,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, filter, route st
 
 	q := &sseQueue{max: s.cfg.SSEQueue, notify: make(chan struct{}, 1)}
 	dropMetric := s.metrics.sseDropped
-	sub, err := s.b.Subscribe(filter, bridge.SubOptions{QoS: 2, NoRetained: true}, func(m bridge.Message) {
+	// Retained messages come back to be written first; one that is still
+	// being fanned out is not queued again.
+	sub, retained, err := s.b.SubscribeWithRetained(filter, bridge.SubOptions{QoS: 2}, func(m bridge.Message) {
 		if !q.push(m) {
 			dropMetric.Inc()
 		}
@@ -117,11 +119,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, filter, route st
 		return
 	}
 	defer sub.Close()
-	retained, err := s.b.Retained(filter)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 
 	s.metrics.sseStreams.Inc()
 	defer s.metrics.sseStreams.Dec()
