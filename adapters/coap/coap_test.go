@@ -16,6 +16,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/udp"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/edgebridge/gateway/internal/testwait"
 )
 
 // dialUDP connects a go-coap UDP client; it closes when the test ends.
@@ -203,11 +205,11 @@ func testObserve(t *testing.T, e *testEnv, cc coapConn) {
 	if got := body(t, n.next(t, 2)); got != "live-2" {
 		t.Fatalf("notification 2: %q", got)
 	}
-	waitFor(t, "one observer", func() bool { return observerCount(e.s) == 1 })
+	testwait.For(t, "one observer", func() bool { return observerCount(e.s) == 1 })
 	if err := obs.Cancel(ctx5(t)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "observation ended", func() bool { return observerCount(e.s) == 0 })
+	testwait.For(t, "observation ended", func() bool { return observerCount(e.s) == 0 })
 	pub.Pub(&paho.Publish{Topic: "obs/a", QoS: 1, Payload: []byte("after")})
 	time.Sleep(100 * time.Millisecond)
 	if c := n.count(); c != 3 {

@@ -24,6 +24,7 @@ import (
 	"github.com/edgebridge/gateway/bridge"
 	"github.com/edgebridge/gateway/bridge/egress"
 	"github.com/edgebridge/gateway/internal/mqtttest"
+	"github.com/edgebridge/gateway/internal/testwait"
 	"github.com/edgebridge/gateway/mapping"
 )
 
@@ -82,17 +83,6 @@ func egressStart(t *testing.T, routes string) *egressEnv {
 		}
 	})
 	return &egressEnv{b: b, e: e, mqtt: b.Addrs()[0].Address}
-}
-
-func egressWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 type deviceReq struct {
@@ -192,7 +182,7 @@ func TestEgressCoAPPutWithCapturedVariables(t *testing.T) {
 	if err := env.b.Publish(context.Background(), bridge.Message{Topic: "act/v7/set", Payload: []byte(`{"open":true}`), QoS: 1, ContentType: "application/json"}); err != nil {
 		t.Fatal(err)
 	}
-	egressWait(t, "request", func() bool { return len(d.got()) == 1 })
+	testwait.For(t, "request", func() bool { return len(d.got()) == 1 })
 	r := d.got()[0]
 	if r.code != codes.PUT || r.path != "/valves/v7" || strings.Join(r.queries, "&") != "mode=fast" || r.typ != message.Confirmable ||
 		r.cf != int(message.AppJSON) || string(r.payload) != `{"open":true}` {
@@ -201,11 +191,11 @@ func TestEgressCoAPPutWithCapturedVariables(t *testing.T) {
 	if err := env.b.Publish(context.Background(), bridge.Message{Topic: "lamp/l1", Payload: []byte("on"), QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
-	egressWait(t, "NON request", func() bool { return len(d.got()) == 2 })
+	testwait.For(t, "NON request", func() bool { return len(d.got()) == 2 })
 	if r := d.got()[1]; r.code != codes.POST || r.typ != message.NonConfirmable || r.path != "/l/l1" || r.cf != -1 {
 		t.Errorf("request = %+v", r)
 	}
-	egressWait(t, "delivered", func() bool { s, _ := env.e.Stats("lamp"); return s.Delivered == 1 })
+	testwait.For(t, "delivered", func() bool { s, _ := env.e.Stats("lamp"); return s.Delivered == 1 })
 }
 
 func TestEgressCoAPBlockwise(t *testing.T) {
@@ -215,7 +205,7 @@ func TestEgressCoAPBlockwise(t *testing.T) {
 	if err := env.b.Publish(context.Background(), bridge.Message{Topic: "fw/a", Payload: big, QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
-	egressWait(t, "delivered", func() bool { s, _ := env.e.Stats("fw"); return s.Delivered == 1 })
+	testwait.For(t, "delivered", func() bool { s, _ := env.e.Stats("fw"); return s.Delivered == 1 })
 	reqs := d.got()
 	if last := reqs[len(reqs)-1]; !bytes.Equal(last.payload, big) {
 		t.Errorf("payload %d bytes, want %d", len(last.payload), len(big))
@@ -234,9 +224,9 @@ func TestEgressCoAPErrorClasses(t *testing.T) {
 	})
 	env := egressStart(t, fmt.Sprintf(`[{name: c, subscribe: "c/{p}", coap_out: {url: "coap://%s/{p}", retry: {backoff: 5ms..10ms}}}]`, d.addr))
 	_ = env.b.Publish(context.Background(), bridge.Message{Topic: "c/flaky", Payload: []byte("x"), QoS: 1})
-	egressWait(t, "delivered after 5.03s", func() bool { s, _ := env.e.Stats("c"); return s.Delivered == 1 })
+	testwait.For(t, "delivered after 5.03s", func() bool { s, _ := env.e.Stats("c"); return s.Delivered == 1 })
 	_ = env.b.Publish(context.Background(), bridge.Message{Topic: "c/missing", Payload: []byte("x"), QoS: 1})
-	egressWait(t, "failed", func() bool { s, _ := env.e.Stats("c"); return s.Failed == 1 })
+	testwait.For(t, "failed", func() bool { s, _ := env.e.Stats("c"); return s.Failed == 1 })
 	time.Sleep(100 * time.Millisecond)
 	if n := len(d.got()); n != 4 {
 		t.Errorf("%d requests, want 4 (two 5.03, one 2.04, one 4.04)", n)
@@ -274,7 +264,7 @@ func TestEgressCoAPOverDTLSWithPSK(t *testing.T) {
 	for i := range 3 {
 		_ = env.b.Publish(context.Background(), bridge.Message{Topic: "sec/a", Payload: []byte(fmt.Sprint(i)), QoS: 1})
 	}
-	egressWait(t, "delivered over DTLS", func() bool { s, _ := env.e.Stats("sec"); return s.Delivered == 3 })
+	testwait.For(t, "delivered over DTLS", func() bool { s, _ := env.e.Stats("sec"); return s.Delivered == 3 })
 	if r := d.got()[0]; r.path != "/x/a" || r.code != codes.PUT {
 		t.Errorf("request %+v", r)
 	}

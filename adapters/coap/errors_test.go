@@ -11,6 +11,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/edgebridge/gateway/internal/testwait"
 )
 
 // do sends a request built by mk and returns the response.
@@ -190,7 +192,7 @@ func TestIdlePeersAreClosed(t *testing.T) {
 	if peers() != 1 {
 		t.Fatalf("%d peers", peers())
 	}
-	waitFor(t, "idle peer closed", func() bool { return peers() == 0 })
+	testwait.For(t, "idle peer closed", func() bool { return peers() == 0 })
 	// An observer is not idle.
 	observeRaw(t, c, "keep", "ps", "k")
 	time.Sleep(200 * time.Millisecond)

@@ -120,18 +120,6 @@ func ctx5(t *testing.T) context.Context {
 // test (the default one sleeps 4 s between runs, which goleak sees).
 func testRunner(t *testing.T) periodic.Func { return coaptest.Runner(t) }
 
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // body reads a response body.
 func body(t *testing.T, m *pool.Message) string {
 	t.Helper()

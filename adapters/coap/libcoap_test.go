@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgebridge/gateway/internal/testwait"
 )
 
 // libcoapClient is Debian libcoap3-bin's client with DTLS (STYLE field
@@ -136,7 +138,7 @@ func TestLibcoapInterop(t *testing.T) {
 			defer close(done)
 			_, out, _ = libcoap(t, "-s", "3", uri+"/ps/libobs/x")
 		}()
-		waitFor(t, "libcoap observer", func() bool { return observerCount(e.s) == 1 })
+		testwait.For(t, "libcoap observer", func() bool { return observerCount(e.s) == 1 })
 		pub.Pub(&paho.Publish{Topic: "libobs/x", QoS: 1, Payload: []byte("second")})
 		pub.Pub(&paho.Publish{Topic: "libobs/x", QoS: 0, Payload: []byte("third")})
 		<-done
@@ -145,7 +147,7 @@ func TestLibcoapInterop(t *testing.T) {
 				t.Fatalf("observe output %q lacks %q", out, want)
 			}
 		}
-		waitFor(t, "observation ended", func() bool { return observerCount(e.s) == 0 })
+		testwait.For(t, "observation ended", func() bool { return observerCount(e.s) == 0 })
 	})
 	t.Run("observe block-wise notification", func(t *testing.T) {
 		pub := mqtttestDial(t, e)
@@ -156,7 +158,7 @@ func TestLibcoapInterop(t *testing.T) {
 			defer close(done)
 			_, out, log = libcoap(t, "-s", "2", uri+"/ps/libobs/big/%23")
 		}()
-		waitFor(t, "libcoap observer", func() bool { return observerCount(e.s) == 1 })
+		testwait.For(t, "libcoap observer", func() bool { return observerCount(e.s) == 1 })
 		pub.Pub(&paho.Publish{Topic: "libobs/big/1", QoS: 1, Payload: []byte(big)})
 		<-done
 		if !strings.Contains(out, big) {

@@ -10,6 +10,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/edgebridge/gateway/internal/testwait"
 )
 
 // RFC 7252 §4.5: a retransmitted CON gets the same response, byte for
@@ -79,7 +81,7 @@ func TestRSTEndsObservation(t *testing.T) {
 		t.Fatalf("notification %+v", n)
 	}
 	c.rst(n)
-	waitFor(t, "observation ended by RST", func() bool { return observerCount(e.s) == 0 })
+	testwait.For(t, "observation ended by RST", func() bool { return observerCount(e.s) == 0 })
 	pub.Pub(&paho.Publish{Topic: "r", QoS: 0, Payload: []byte("n2")})
 	if _, m, ok := c.recv(200 * time.Millisecond); ok {
 		t.Fatalf("notification after RST: %+v", m)
@@ -93,7 +95,7 @@ func TestRSTEndsObservation(t *testing.T) {
 		t.Fatalf("NON notification %+v", n)
 	}
 	c.rst(n)
-	waitFor(t, "observation ended by RST to NON", func() bool { return observerCount(e.s) == 0 })
+	testwait.For(t, "observation ended by RST to NON", func() bool { return observerCount(e.s) == 0 })
 }
 
 // RFC 7641 §4.5: a CON notification never acknowledged, after all
@@ -115,7 +117,7 @@ func TestUnacknowledgedNotificationEndsObservation(t *testing.T) {
 	if len(mids) != 3 || mids[0] != mids[1] || mids[1] != mids[2] {
 		t.Fatalf("want the notification and 2 retransmissions with one message ID, got %v", mids)
 	}
-	waitFor(t, "observation ended", func() bool { return observerCount(e.s) == 0 })
+	testwait.For(t, "observation ended", func() bool { return observerCount(e.s) == 0 })
 	if v := value(e.s.metrics.ended.WithLabelValues("not acknowledged")); v != 1 {
 		t.Fatalf("ended{not acknowledged} = %v", v)
 	}
@@ -145,7 +147,7 @@ func TestObserverQueueOverflowDropsAndCounts(t *testing.T) {
 	}
 	// The fast observer gets the latest state (its queue of 2 may drop
 	// some in between too).
-	waitFor(t, "fast observer sees the last message", func() bool {
+	testwait.For(t, "fast observer sees the last message", func() bool {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		return len(n.ms) > 1 && body(t, n.ms[len(n.ms)-1]) == "9"

@@ -22,6 +22,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/edgebridge/gateway/internal/mqtttest"
+	"github.com/edgebridge/gateway/internal/testwait"
 )
 
 // TestOpenAPICoversEveryRoute walks the chi router and fails when a route
@@ -251,7 +252,7 @@ func TestCurlInterop(t *testing.T) {
 		t.Fatalf("curl batch delivered %s", m.Topic)
 	}
 
-	waitFor(t, "curl stream closed", func() bool { return e.s.sseOpen.Load() == 0 })
+	testwait.For(t, "curl stream closed", func() bool { return e.s.sseOpen.Load() == 0 })
 
 	// mosquitto_sub as the MQTT side, when installed (required under CI).
 	msub, err := exec.LookPath("mosquitto_sub")

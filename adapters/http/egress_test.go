@@ -21,6 +21,7 @@ import (
 	"github.com/edgebridge/gateway/bridge"
 	"github.com/edgebridge/gateway/bridge/egress"
 	"github.com/edgebridge/gateway/internal/mqtttest"
+	"github.com/edgebridge/gateway/internal/testwait"
 	"github.com/edgebridge/gateway/mapping"
 )
 
@@ -98,17 +99,6 @@ func egressPublish(t *testing.T, b *bridge.Broker, m bridge.Message) {
 	}
 }
 
-func egressWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 type hookCall struct {
 	method, path, query string
 	header              http.Header
@@ -163,7 +153,7 @@ func TestEgressWebhookRawWithCapturedVariables(t *testing.T) {
 		func(k string) (string, bool) { return "s3cret", k == "TOKEN" })
 	egressPublish(t, env.b, bridge.Message{Topic: "alerts/north pole/fire/big", Payload: []byte(`{"t":90}`), QoS: 1,
 		ContentType: "application/json", UserProperties: map[string]string{"unit": "C"}})
-	egressWait(t, "webhook call", func() bool { return len(hs.got()) == 1 })
+	testwait.For(t, "webhook call", func() bool { return len(hs.got()) == 1 })
 	c := hs.got()[0]
 	if c.method != "PUT" || c.path != "/hooks/north%20pole" || c.query != "kind=fire%2Fbig" || c.body != `{"t":90}` {
 		t.Errorf("call = %+v", c)
@@ -182,7 +172,7 @@ func TestEgressWebhookEnvelope(t *testing.T) {
 	hs := newHookServer(t, nil)
 	env := egressStart(t, `[{"name":"env","subscribe":"s/{id}","http_out":{"url":"`+hs.URL+`/in","body":"envelope"}}]`, nil)
 	egressPublish(t, env.b, bridge.Message{Topic: "s/1", Payload: []byte{0xff, 0}, QoS: 1, UserProperties: map[string]string{"k": "v"}})
-	egressWait(t, "webhook call", func() bool { return len(hs.got()) == 1 })
+	testwait.For(t, "webhook call", func() bool { return len(hs.got()) == 1 })
 	c := hs.got()[0]
 	var e map[string]any
 	if err := json.Unmarshal([]byte(c.body), &e); err != nil {
@@ -210,7 +200,7 @@ func TestEgressEndpointDownThenBack(t *testing.T) {
 	for i := range n {
 		egressPublish(t, env.b, bridge.Message{Topic: fmt.Sprintf("o/%d", i), Payload: []byte(fmt.Sprint(i)), QoS: 1})
 	}
-	egressWait(t, "retries", func() bool { s, _ := env.e.Stats("o"); return s.Retried >= 3 })
+	testwait.For(t, "retries", func() bool { s, _ := env.e.Stats("o"); return s.Retried >= 3 })
 
 	hs := &hookServer{}
 	srv := httptest.NewUnstartedServer(hs)
@@ -220,7 +210,7 @@ func TestEgressEndpointDownThenBack(t *testing.T) {
 	}
 	srv.Start()
 	defer srv.Close()
-	egressWait(t, "all delivered", func() bool { return len(hs.got()) == n })
+	testwait.For(t, "all delivered", func() bool { return len(hs.got()) == n })
 	for i, c := range hs.got() {
 		if c.path != fmt.Sprintf("/o/%d", i) || c.body != fmt.Sprint(i) {
 			t.Fatalf("call %d = %+v", i, c)
@@ -241,7 +231,7 @@ func TestEgressServerErrorsRetried(t *testing.T) {
 	})
 	env := egressStart(t, `[{"name":"r","subscribe":"r","http_out":{"url":"`+hs.URL+`/","retry":{"backoff":"5ms..10ms"}}}]`, nil)
 	egressPublish(t, env.b, bridge.Message{Topic: "r", Payload: []byte("x"), QoS: 1})
-	egressWait(t, "delivered", func() bool { s, _ := env.e.Stats("r"); return s.Delivered == 1 })
+	testwait.For(t, "delivered", func() bool { s, _ := env.e.Stats("r"); return s.Delivered == 1 })
 	if calls := hs.got(); len(calls) != 4 || calls[0].header.Get("Idempotency-Key") != calls[3].header.Get("Idempotency-Key") {
 		t.Errorf("%d calls", len(calls))
 	}
@@ -255,7 +245,7 @@ func TestEgressClientErrorNotRetried(t *testing.T) {
 	hs := newHookServer(t, func(int) int { return http.StatusUnprocessableEntity })
 	env := egressStart(t, `[{"name":"bad","subscribe":"bad","http_out":{"url":"`+hs.URL+`/","retry":{"backoff":"5ms..10ms"}}}]`, nil)
 	egressPublish(t, env.b, bridge.Message{Topic: "bad", Payload: []byte("x"), QoS: 1})
-	egressWait(t, "failed", func() bool { s, _ := env.e.Stats("bad"); return s.Failed == 1 })
+	testwait.For(t, "failed", func() bool { s, _ := env.e.Stats("bad"); return s.Failed == 1 })
 	time.Sleep(100 * time.Millisecond)
 	if n := len(hs.got()); n != 1 {
 		t.Errorf("%d calls, want 1", n)
@@ -319,7 +309,7 @@ func TestEgressPollWithETag(t *testing.T) {
 	if string(m.Payload) != "v1" || m.Properties.ContentType != "text/plain" {
 		t.Errorf("got %q %q", m.Payload, m.Properties.ContentType)
 	}
-	egressWait(t, "conditional polls", func() bool { return matched.Load() >= 3 })
+	testwait.For(t, "conditional polls", func() bool { return matched.Load() >= 3 })
 	c.None(50 * time.Millisecond)
 	mu.Lock()
 	body, etag = "v2", `"2"`
@@ -348,7 +338,7 @@ func TestEgressPollWithoutETagComparesBodies(t *testing.T) {
 	}))
 	defer srv.Close()
 	env := egressStart(t, `[{"name":"p","source":{"http_poll":"`+srv.URL+`","interval":"100ms"},"topic":"p/x"}]`, nil)
-	egressWait(t, "polls", func() bool { return n.Load() >= 6 })
+	testwait.For(t, "polls", func() bool { return n.Load() >= 6 })
 	s, _ := env.e.SourceStats("p")
 	if s.Published != 1 || s.Failures != 1 {
 		t.Errorf("stats %+v", s)

@@ -232,18 +232,6 @@ func envelopeOf(t *testing.T, ev sseEvent) envelope {
 	return e
 }
 
-// waitFor polls cond until it holds or 5s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // msg is a QoS 0 message with a string payload.
 func msg(topic, payload string) bridge.Message {
 	return bridge.Message{Topic: topic, Payload: []byte(payload)}

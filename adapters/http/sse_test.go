@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgebridge/gateway/internal/mqtttest"
+	"github.com/edgebridge/gateway/internal/testwait"
 )
 
 func TestSSERetainedFirstThenLiveWithWildcards(t *testing.T) {
@@ -97,7 +98,7 @@ func TestSSESlowReaderDropsAndNeverStallsBroker(t *testing.T) {
 		t.Fatalf("status line %q", line)
 	}
 	fast := e.openSSE(t, context.Background(), "/topics/load/%23")
-	waitFor(t, "two streams", func() bool { return e.s.sseOpen.Load() == 2 })
+	testwait.For(t, "two streams", func() bool { return e.s.sseOpen.Load() == 2 })
 
 	const n = 3000
 	payload := strings.Repeat("x", 4096) // 12 MB in all: far beyond socket buffers
@@ -149,14 +150,14 @@ func TestSSEDisconnectUnsubscribes(t *testing.T) {
 	e := start(t, Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	st := e.openSSE(t, ctx, "/topics/gone/%23")
-	waitFor(t, "stream open", func() bool { return e.s.sseOpen.Load() == 1 })
+	testwait.For(t, "stream open", func() bool { return e.s.sseOpen.Load() == 1 })
 	if v := metricValue(e.s.metrics.sseStreams); v != 1 {
 		t.Fatalf("open streams gauge %v", v)
 	}
 	cancel()
 	st.close()
-	waitFor(t, "stream closed", func() bool { return e.s.sseOpen.Load() == 0 })
-	waitFor(t, "gauge back to 0", func() bool { return metricValue(e.s.metrics.sseStreams) == 0 })
+	testwait.For(t, "stream closed", func() bool { return e.s.sseOpen.Load() == 0 })
+	testwait.For(t, "gauge back to 0", func() bool { return metricValue(e.s.metrics.sseStreams) == 0 })
 	// The subscription is gone: publishing does not reach (and so cannot
 	// drop into) the dead stream's queue.
 	before := metricValue(e.s.metrics.sseDropped)
@@ -182,7 +183,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 	}
 	e := &env{b: b, s: s, url: "http://" + s.Addr(), c: newClient(t)}
 	st := e.openSSE(t, context.Background(), "/topics/x")
-	waitFor(t, "stream open", func() bool { return s.sseOpen.Load() == 1 })
+	testwait.For(t, "stream open", func() bool { return s.sseOpen.Load() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -208,7 +209,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 func TestSSEEndsWhenBrokerStops(t *testing.T) {
 	e := start(t, Config{SSEHeartbeat: 20 * time.Millisecond})
 	st := e.openSSE(t, context.Background(), "/topics/x")
-	waitFor(t, "stream open", func() bool { return e.s.sseOpen.Load() == 1 })
+	testwait.For(t, "stream open", func() bool { return e.s.sseOpen.Load() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := e.b.Shutdown(ctx); err != nil {

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgebridge/gateway/bridge"
+	"github.com/edgebridge/gateway/internal/testwait"
 	"github.com/edgebridge/gateway/mapping"
 )
 
@@ -87,17 +88,6 @@ func (r *recorder) payloads() []string {
 	return out
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func publish(t *testing.T, b *bridge.Broker, m bridge.Message) {
 	t.Helper()
 	if err := b.Publish(context.Background(), m); err != nil {
@@ -115,7 +105,7 @@ func TestDeliversWithCapturedVarsAndProperties(t *testing.T) {
 		UserProperties: map[string]string{"k": "v"}, CorrelationData: []byte{1}, Expiry: time.Hour})
 	publish(t, b, bridge.Message{Topic: "alerts/north", Payload: []byte("no kind")}) // the filter matches, the template does not
 	publish(t, b, bridge.Message{Topic: "other/x", Payload: []byte("no")})
-	waitFor(t, "delivery", func() bool { return len(rec.payloads()) == 1 })
+	testwait.For(t, "delivery", func() bool { return len(rec.payloads()) == 1 })
 	d := rec.got[0]
 	if d.Route != "alerts" || d.Message.Topic != "alerts/north/fire/big" || d.Message.ContentType != "text/plain" ||
 		d.Message.UserProperties["k"] != "v" || d.Message.QoS != 1 || d.Message.Time.IsZero() || d.Attempt != 0 {
@@ -148,11 +138,11 @@ func TestEndpointDownThenBackOrdered(t *testing.T) {
 		want = append(want, fmt.Sprint(i))
 		publish(t, b, bridge.Message{Topic: "o/x", Payload: []byte(fmt.Sprint(i)), QoS: 1})
 	}
-	waitFor(t, "retries", func() bool { mu.Lock(); defer mu.Unlock(); return attempts > 5 })
+	testwait.For(t, "retries", func() bool { mu.Lock(); defer mu.Unlock(); return attempts > 5 })
 	mu.Lock()
 	down = false
 	mu.Unlock()
-	waitFor(t, "all delivered", func() bool { return len(rec.payloads()) == 50 })
+	testwait.For(t, "all delivered", func() bool { return len(rec.payloads()) == 50 })
 	if got := rec.payloads(); !slices.Equal(got, want) {
 		t.Errorf("order:\n%v\nwant\n%v", got, want)
 	}
@@ -178,7 +168,7 @@ func TestUnorderedEveryMessageDeliveredAfterOutage(t *testing.T) {
 	for i := range 200 {
 		publish(t, b, bridge.Message{Topic: "u/x", Payload: []byte(fmt.Sprint(i)), QoS: 1})
 	}
-	waitFor(t, "all delivered", func() bool { return len(rec.payloads()) == 200 })
+	testwait.For(t, "all delivered", func() bool { return len(rec.payloads()) == 200 })
 	got := rec.payloads()
 	slices.Sort(got)
 	if len(slices.Compact(got)) != 200 {
@@ -209,7 +199,7 @@ func TestPermanentFailureNotRetriedAndReplied(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no reply")
 	}
-	waitFor(t, "failed", func() bool { s, _ := e.Stats("p"); return s.Failed == 1 })
+	testwait.For(t, "failed", func() bool { s, _ := e.Stats("p"); return s.Failed == 1 })
 	time.Sleep(50 * time.Millisecond)
 	if calls != 1 {
 		t.Errorf("%d calls, want 1", calls)
@@ -235,7 +225,7 @@ func TestReplyOnSuccess(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no reply")
 	}
-	waitFor(t, "counted", func() bool { s, _ := e.Stats("r"); return s.Replies == 1 })
+	testwait.For(t, "counted", func() bool { s, _ := e.Stats("r"); return s.Replies == 1 })
 }
 
 func TestRefuseNewCounts(t *testing.T) {
@@ -261,7 +251,7 @@ func TestRefuseNewCounts(t *testing.T) {
 		t.Errorf("stats = %+v", s)
 	}
 	close(block)
-	waitFor(t, "three delivered", func() bool { return len(rec.payloads()) == 3 })
+	testwait.For(t, "three delivered", func() bool { return len(rec.payloads()) == 3 })
 	if got := rec.payloads(); !slices.Equal(got, []string{"0", "1", "2"}) {
 		t.Errorf("got %v", got)
 	}
@@ -294,7 +284,7 @@ func TestQueueSurvivesRestart(t *testing.T) {
 	}
 	rec := &recorder{}
 	e2 := startEngine(t, Config{Broker: b, Dir: dir, Routes: []Route{{Name: "q", Subscribe: sub, Delivery: d, Deliverer: rec}}})
-	waitFor(t, "redelivery", func() bool { return len(rec.payloads()) == 20 })
+	testwait.For(t, "redelivery", func() bool { return len(rec.payloads()) == 20 })
 	for i, dl := range rec.got {
 		if n, _ := dl.Vars.Get("n"); n != fmt.Sprint(i) || string(dl.Message.Payload) != fmt.Sprint(i) {
 			t.Errorf("%d: %+v", i, dl)
@@ -316,7 +306,7 @@ func TestExpiredMessagesAreDropped(t *testing.T) {
 	if err := r.q.Put(context.Background(), encodeRecord(&m, &vars)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "expired", func() bool { s, _ := e.Stats("x"); return s.Expired == 1 })
+	testwait.For(t, "expired", func() bool { s, _ := e.Stats("x"); return s.Expired == 1 })
 	if len(rec.payloads()) != 0 {
 		t.Error("expired message delivered")
 	}
@@ -360,7 +350,7 @@ func TestSourceRunsAgainAfterFailure(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing published")
 	}
-	waitFor(t, "counted", func() bool { s, _ := e.SourceStats("legacy"); return s.Published == 1 })
+	testwait.For(t, "counted", func() bool { s, _ := e.SourceStats("legacy"); return s.Published == 1 })
 	s, _ := e.SourceStats("legacy")
 	if s.Failures != 2 || s.Published != 1 {
 		t.Errorf("stats %+v", s)
@@ -384,7 +374,7 @@ func TestMetrics(t *testing.T) {
 	rec := &recorder{}
 	startEngine(t, Config{Broker: b, Registry: reg, Routes: []Route{{Name: "m", Subscribe: mapping.MustParseTopicTemplate("m"), Delivery: fastDelivery(), Deliverer: rec}}})
 	publish(t, b, bridge.Message{Topic: "m", Payload: []byte("1"), QoS: 1})
-	waitFor(t, "delivery", func() bool { return len(rec.payloads()) == 1 })
+	testwait.For(t, "delivery", func() bool { return len(rec.payloads()) == 1 })
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -166,15 +166,3 @@ func (t *fakeTimer) Stop() bool {
 	delete(t.c.timers, t)
 	return ok
 }
-
-// eventually polls cond until it holds or fails the test.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}

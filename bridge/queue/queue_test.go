@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgebridge/gateway/internal/testwait"
 )
 
 func TestFIFO(t *testing.T) {
@@ -101,7 +103,7 @@ func TestOrdered(t *testing.T) {
 		}
 		got <- it
 	}()
-	eventually(t, "Next to wait on the clock", func() bool { return clock.waiting() > 0 })
+	testwait.For(t, "Next to wait on the clock", func() bool { return clock.waiting() > 0 })
 	clock.Advance(time.Second)
 	a2 := <-got
 	if a2.ID != a.ID || a2.Attempts != 1 || !a2.NotBefore.Equal(clock.Now()) {
@@ -193,7 +195,7 @@ func TestConcurrentConsumers(t *testing.T) {
 	}
 	pw.Wait()
 	// Retried items are due a second later (real clock, default backoff).
-	eventually(t, "every item delivered", func() bool { return q.Stats().Delivered == n })
+	testwait.For(t, "every item delivered", func() bool { return q.Stats().Delivered == n })
 	cancel()
 	wg.Wait()
 	if max.Load() > limit {
@@ -543,7 +545,7 @@ func TestCloseDuringPuts(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, "some puts", func() bool { return ok.Load() > 100 })
+	testwait.For(t, "some puts", func() bool { return ok.Load() > 100 })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
