@@ -17,22 +17,14 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/edgebridge/gateway/internal/coaptest"
 	"github.com/edgebridge/gateway/internal/testwait"
 )
 
 // dialUDP connects a go-coap UDP client; it closes when the test ends.
 func dialUDP(t *testing.T, addr string, opts ...udp.Option) *udpClient.Conn {
 	t.Helper()
-	opts = append([]udp.Option{options.WithErrors(func(error) {}), options.WithPeriodicRunner(testRunner(t))}, opts...)
-	cc, err := udp.Dial(addr, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cc.Close()
-		<-cc.Done()
-	})
-	return cc
+	return coaptest.DialUDP(t, addr, opts...)
 }
 
 // coapConn is what the transport-independent tests need of a client.

@@ -222,14 +222,8 @@ func (o *observer) enqueue(m bridge.Message) {
 		o.sending = true
 	}
 	o.mu.Unlock()
-	if start && o.fast() {
-		o.s.notify.schedule(o)
-		return
-	}
-	if start && !o.s.goSender(o.run) {
-		o.mu.Lock()
-		o.sending = false
-		o.mu.Unlock()
+	if start {
+		o.startSending()
 	}
 }
 
@@ -265,6 +259,20 @@ func (o *observer) prime(retained, first []bridge.Message) {
 	o.mu.Unlock()
 }
 
+// startSending hands the queue to a sender: the UDP fast path, or a
+// goroutine of its own. The caller has set o.sending.
+func (o *observer) startSending() {
+	if o.fast() {
+		o.s.notify.schedule(o)
+		return
+	}
+	if !o.s.goSender(o.run) {
+		o.mu.Lock()
+		o.sending = false
+		o.mu.Unlock()
+	}
+}
+
 // activate starts delivery once the registration response is on the wire,
 // so no notification overtakes it.
 func (o *observer) activate() {
@@ -279,14 +287,8 @@ func (o *observer) activate() {
 		o.sending = true
 	}
 	o.mu.Unlock()
-	if start && o.fast() {
-		o.s.notify.schedule(o)
-		return
-	}
-	if start && !o.s.goSender(o.run) {
-		o.mu.Lock()
-		o.sending = false
-		o.mu.Unlock()
+	if start {
+		o.startSending()
 	}
 }
 

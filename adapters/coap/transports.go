@@ -13,6 +13,7 @@ import (
 	dtls "github.com/pion/dtls/v3"
 	"github.com/pion/logging"
 	dtlsServer "github.com/plgd-dev/go-coap/v3/dtls/server"
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/mux"
 	coapNet "github.com/plgd-dev/go-coap/v3/net"
@@ -187,11 +188,7 @@ func (s *Server) serveTCPConn(c net.Conn) {
 	cc := tcpClient.NewConnWithOpts(coapNet.NewConn(c), &cfg,
 		tcpClient.WithInactivityMonitor(idleMonitor[*tcpClient.Conn]{p}),
 		tcpClient.WithBlockWise(func(cc *tcpClient.Conn) *blockwise.BlockWise[*tcpClient.Conn] {
-			bw := blockwise.New(cc, blockTransferTimeout, s.coapErrors, nil)
-			bw.SetMaxReceiveBodySize(int64(s.cfg.MaxPayload))
-			bw.SetRollingExpiration(true)
-			bw.SetReceivingMessagesCacheMaxEntries(16)
-			return bw
+			return newBlockWise(s, cc, nil)
 		}),
 	)
 	p.conn = cc
@@ -226,3 +223,15 @@ func (l pionLogger) Warn(msg string)              { l.log.Warn(msg) }
 func (l pionLogger) Warnf(f string, args ...any)  { l.log.Warn(fmt.Sprintf(f, args...)) }
 func (l pionLogger) Error(msg string)             { l.log.Error(msg) }
 func (l pionLogger) Errorf(f string, args ...any) { l.log.Error(fmt.Sprintf(f, args...)) }
+
+// newBlockWise is the RFC 7959 state of one peer, the same on every
+// transport: transfers up to MaxPayload, expiring blockTransferTimeout after
+// their last block, at most 16 reassemblies at once. sentRequest finds the
+// observation a block-wise notification belongs to (nil: none).
+func newBlockWise[C blockwise.Client](s *Server, cc C, sentRequest func(message.Token) (*pool.Message, bool)) *blockwise.BlockWise[C] {
+	bw := blockwise.New(cc, blockTransferTimeout, s.coapErrors, sentRequest)
+	bw.SetMaxReceiveBodySize(int64(s.cfg.MaxPayload))
+	bw.SetRollingExpiration(true)
+	bw.SetReceivingMessagesCacheMaxEntries(16)
+	return bw
+}

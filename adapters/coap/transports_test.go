@@ -17,6 +17,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/tcp"
 	tcpClient "github.com/plgd-dev/go-coap/v3/tcp/client"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/edgebridge/gateway/internal/coaptest"
 )
 
 // identities records who Authorize saw.
@@ -41,14 +43,7 @@ func (ids *identities) saw(id string) bool {
 func dialDTLS(t *testing.T, addr string, opts ...piondtls.ClientOption) *udpClient.Conn {
 	t.Helper()
 	cc, err := coapdtls.Dial(addr, coapdtls.NewDTLSClientOptions(opts...), options.WithErrors(func(error) {}), options.WithPeriodicRunner(testRunner(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cc.Close()
-		<-cc.Done()
-	})
-	return cc
+	return coaptest.Keep(t, cc, err)
 }
 
 func TestDTLSWithPSK(t *testing.T) {
@@ -207,14 +202,7 @@ func dialTCP(t *testing.T, addr string, opts ...tcp.Option) *tcpClient.Conn {
 	t.Helper()
 	opts = append([]tcp.Option{options.WithErrors(func(error) {}), options.WithPeriodicRunner(testRunner(t))}, opts...)
 	cc, err := tcp.Dial(addr, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cc.Close()
-		<-cc.Done()
-	})
-	return cc
+	return coaptest.Keep(t, cc, err)
 }
 
 func TestTCP(t *testing.T) {

@@ -246,13 +246,9 @@ func (s *Server) newDatagramConn(sess udpClient.Session, p *peer) *udpClient.Con
 		udpClient.WithBlockWise(func(cc *udpClient.Conn) *blockwise.BlockWise[*udpClient.Conn] {
 			// A closure, not the method value: cc's embedded client is
 			// assigned only after this constructor runs.
-			bw := blockwise.New(cc, blockTransferTimeout, s.coapErrors, func(token message.Token) (*pool.Message, bool) {
+			return newBlockWise(s, cc, func(token message.Token) (*pool.Message, bool) {
 				return cc.GetObservationRequest(token)
 			})
-			bw.SetMaxReceiveBodySize(int64(s.cfg.MaxPayload))
-			bw.SetRollingExpiration(true)
-			bw.SetReceivingMessagesCacheMaxEntries(16)
-			return bw
 		}),
 	)
 	p.conn = cc

@@ -82,15 +82,7 @@ func parseStrict(file string, data []byte, out any) (positions, Problems) {
 	c := &checker{file: file, pos: positions{}}
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
-		p := Problem{File: file, Msg: err.Error()}
-		var ye yaml.Error
-		if errors.As(err, &ye) {
-			p.Msg = ye.GetMessage()
-			if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-				p.Line, p.Col = tk.Position.Line, tk.Position.Column
-			}
-		}
-		return nil, Problems{p}
+		return nil, Problems{yamlProblem(file, err)}
 	}
 	if len(f.Docs) > 1 {
 		c.add(f.Docs[1], "a config file holds one YAML document, found %d", len(f.Docs))
@@ -105,17 +97,23 @@ func parseStrict(file string, data []byte, out any) (positions, Problems) {
 	if err := yaml.UnmarshalWithOptions(data, out, yaml.Strict()); err != nil {
 		// The walk above should have caught everything; keep the decoder's
 		// word if it did not.
-		p := Problem{File: file, Msg: err.Error()}
-		var ye yaml.Error
-		if errors.As(err, &ye) {
-			p.Msg = ye.GetMessage()
-			if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-				p.Line, p.Col = tk.Position.Line, tk.Position.Column
-			}
-		}
-		return c.pos, Problems{p}
+		return c.pos, Problems{yamlProblem(file, err)}
 	}
 	return c.pos, nil
+}
+
+// yamlProblem turns an error of goccy/go-yaml into a Problem with the
+// position it carries.
+func yamlProblem(file string, err error) Problem {
+	p := Problem{File: file, Msg: err.Error()}
+	var ye yaml.Error
+	if errors.As(err, &ye) {
+		p.Msg = ye.GetMessage()
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			p.Line, p.Col = tk.Position.Line, tk.Position.Column
+		}
+	}
+	return p
 }
 
 func (c *checker) add(n ast.Node, format string, args ...any) {

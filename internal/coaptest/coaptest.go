@@ -40,11 +40,16 @@ func Runner(t testing.TB) periodic.Func {
 	}
 }
 
-// DialUDP connects a CoAP client over UDP to addr; it closes at the end of
-// the test.
-func DialUDP(t testing.TB, addr string) *udpClient.Conn {
+// Conn is what every go-coap client connection offers for closing.
+type Conn interface {
+	Close() error
+	Done() <-chan struct{}
+}
+
+// Keep fails the test if dialing failed (err), and otherwise closes cc when
+// the test ends, waiting until its goroutines are done.
+func Keep[C Conn](t testing.TB, cc C, err error) C {
 	t.Helper()
-	cc, err := udp.Dial(addr, options.WithErrors(func(error) {}), options.WithPeriodicRunner(Runner(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,4 +58,13 @@ func DialUDP(t testing.TB, addr string) *udpClient.Conn {
 		<-cc.Done()
 	})
 	return cc
+}
+
+// DialUDP connects a CoAP client over UDP to addr; it closes at the end of
+// the test.
+func DialUDP(t testing.TB, addr string, opts ...udp.Option) *udpClient.Conn {
+	t.Helper()
+	opts = append([]udp.Option{options.WithErrors(func(error) {}), options.WithPeriodicRunner(Runner(t))}, opts...)
+	cc, err := udp.Dial(addr, opts...)
+	return Keep(t, cc, err)
 }
