@@ -24,7 +24,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/mux"
@@ -112,7 +111,7 @@ func runCoAP(args []string) error {
 	}
 	defer bare.stop()
 
-	counter, err := startCoAPCounter(o.sub, b, b.Addrs()[0].Address)
+	counter, err := startCounter(o.sub, b, b.Addrs()[0].Address, 0)
 	if err != nil {
 		return err
 	}
@@ -541,127 +540,8 @@ func (b *bareCoAP) stop() {
 	<-b.done
 }
 
-// coapCounter counts MQTT messages on load/# (one per line of
-// mosquitto_sub, or in process with paho).
-type coapCounter interface {
-	count() int64
-	stop()
-}
-
-func startCoAPCounter(kind string, b *bridge.Broker, addr string) (coapCounter, error) {
-	if kind == "mosquitto" {
-		if _, err := exec.LookPath("mosquitto_sub"); err == nil {
-			return startCoAPMosquitto(b, addr)
-		}
-		fmt.Fprintln(os.Stderr, "gwload coap: mosquitto_sub not found, counting in process with paho")
-	}
-	return startCoAPPaho(addr)
-}
-
-type coapMosquitto struct {
-	cmd  *exec.Cmd
-	n    atomic.Int64
-	done chan struct{}
-}
-
-func startCoAPMosquitto(b *bridge.Broker, addr string) (*coapMosquitto, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("mosquitto_sub", "-h", host, "-p", port, "-V", "5", "-q", "0",
-		"-t", "load/#", "-t", "ready/gwload-coap", "-i", "gwload-coap-count")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	m := &coapMosquitto{cmd: cmd, done: make(chan struct{})}
-	ready := make(chan struct{})
-	go func() { // owned: ends when stop kills mosquitto_sub
-		defer close(m.done)
-		r := bufio.NewReaderSize(out, 64<<10)
-		var once sync.Once
-		for {
-			line, err := r.ReadSlice('\n')
-			if len(line) > 0 {
-				if strings.HasPrefix(string(line), "ready") {
-					once.Do(func() { close(ready) })
-				} else {
-					m.n.Add(1)
-				}
-			}
-			if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-				return
-			}
-		}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := b.Publish(context.Background(), bridge.Message{Topic: "ready/gwload-coap", Payload: []byte("ready")}); err != nil {
-			m.stop()
-			return nil, err
-		}
-		select {
-		case <-ready:
-			time.Sleep(100 * time.Millisecond)
-			return m, nil
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			m.stop()
-			return nil, errors.New("mosquitto_sub did not subscribe within 10s")
-		}
-	}
-}
-
-func (m *coapMosquitto) count() int64 { return m.n.Load() }
-
-func (m *coapMosquitto) stop() {
-	_ = m.cmd.Process.Kill()
-	<-m.done
-	_ = m.cmd.Wait()
-}
-
-type coapPaho struct {
-	c *paho.Client
-	n atomic.Int64
-}
-
-func startCoAPPaho(addr string) (*coapPaho, error) {
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	k := &coapPaho{}
-	k.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(paho.PublishReceived) (bool, error) { k.n.Add(1); return true, nil },
-	}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := k.c.Connect(ctx, &paho.Connect{ClientID: "gwload-coap-count", CleanStart: true, KeepAlive: 30}); err != nil {
-		return nil, err
-	}
-	if _, err := k.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "load/#", QoS: 0}}}); err != nil {
-		return nil, err
-	}
-	return k, nil
-}
-
-func (k *coapPaho) count() int64 { return k.n.Load() }
-
-func (k *coapPaho) stop() {
-	_ = k.c.Disconnect(&paho.Disconnect{})
-	select {
-	case <-k.c.Done():
-	case <-time.After(5 * time.Second):
-	}
-}
-
 // coapSettle waits until the counter reaches before+want or stops growing.
-func coapSettle(c coapCounter, before, want int64) int64 {
+func coapSettle(c counter, before, want int64) int64 {
 	last, still := c.count(), 0
 	for range 100 {
 		if last-before >= want {

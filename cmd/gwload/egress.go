@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -156,7 +155,7 @@ func egressRun(o egressLoad, dir string) (egressResult, error) {
 	addr := b.Addrs()[0].Address
 	clients := make([]*paho.Client, o.pubs)
 	for i := range clients {
-		c, err := egressDial(addr, fmt.Sprintf("pub%d", i))
+		c, err := dialMQTT(addr, fmt.Sprintf("pub%d", i), 0)
 		if err != nil {
 			return res, err
 		}
@@ -217,22 +216,4 @@ func egressRun(o egressLoad, dir string) (egressResult, error) {
 	res.p50, res.p99 = lats[len(lats)/2], lats[len(lats)*99/100]
 	res.pub50 = pl[len(pl)/2]
 	return res, nil
-}
-
-func egressDial(addr, id string) (*paho.Client, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
-	if err != nil {
-		return nil, err
-	}
-	if ack.ReasonCode != 0 {
-		return nil, errors.New("connack " + fmt.Sprint(ack.ReasonCode))
-	}
-	return c, nil
 }

@@ -19,11 +19,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 	"github.com/go-chi/chi/v5"
 
 	httpadapter "github.com/edgebridge/gateway/adapters/http"
@@ -365,26 +363,6 @@ func fmtDur(d time.Duration) string {
 	return d.Round(time.Microsecond).String()
 }
 
-// counter is an MQTT subscriber that counts deliveries on load/#.
-type counter interface {
-	count() int64
-	stop()
-}
-
-// startCounter starts a subscriber of the given kind and returns once it is
-// subscribed: "mosquitto" runs mosquitto_sub in its own process (so the
-// subscriber's CPU is not the gateway's), "paho" a paho.golang client in
-// this process.
-func startCounter(kind string, b *bridge.Broker, addr string, qos byte) (counter, error) {
-	switch kind {
-	case "mosquitto":
-		return startMosquittoSub(b, addr, qos)
-	case "paho":
-		return startPaho(addr, qos)
-	}
-	return nil, fmt.Errorf("-sub %q: want mosquitto or paho", kind)
-}
-
 // settle waits until the count stops moving for a second and returns it.
 func settle(c counter) int64 {
 	last, still := c.count(), time.Now()
@@ -395,121 +373,6 @@ func settle(c counter) int64 {
 		}
 	}
 	return last
-}
-
-// mosquittoSub counts the lines mosquitto_sub prints (one per message).
-type mosquittoSub struct {
-	cmd   *exec.Cmd
-	n     atomic.Int64
-	base  int64 // lines before the load started (ready markers)
-	ready chan struct{}
-	done  chan struct{}
-}
-
-func startMosquittoSub(b *bridge.Broker, addr string, qos byte) (*mosquittoSub, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("mosquitto_sub", "-h", host, "-p", port, "-V", "5", "-q", strconv.Itoa(int(qos)),
-		"-t", "load/#", "-t", "ready/gwload", "-i", "gwload-count")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	m := &mosquittoSub{cmd: cmd, ready: make(chan struct{}), done: make(chan struct{})}
-	go func() { // owned: ends when stop kills mosquitto_sub
-		defer close(m.done)
-		buf := make([]byte, 64<<10)
-		var readyOnce sync.Once
-		for {
-			n, err := out.Read(buf)
-			for _, c := range buf[:n] {
-				if c == '\n' {
-					m.n.Add(1)
-				}
-			}
-			if n > 0 {
-				readyOnce.Do(func() { close(m.ready) })
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	// Publish a marker until mosquitto_sub prints it: then it is subscribed.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := b.Publish(context.Background(), bridge.Message{Topic: "ready/gwload", Payload: []byte("ready")}); err != nil {
-			m.stop()
-			return nil, err
-		}
-		select {
-		case <-m.ready:
-			time.Sleep(200 * time.Millisecond) // let late markers arrive
-			m.base = m.n.Load()
-			return m, nil
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			m.stop()
-			return nil, errors.New("mosquitto_sub did not subscribe within 10s")
-		}
-	}
-}
-
-func (m *mosquittoSub) count() int64 { return m.n.Load() - m.base }
-
-func (m *mosquittoSub) stop() {
-	_ = m.cmd.Process.Kill()
-	<-m.done
-	_ = m.cmd.Wait()
-}
-
-// pahoSub is an in-process MQTT 5 subscriber.
-type pahoSub struct {
-	c *paho.Client
-	n atomic.Int64
-}
-
-func startPaho(addr string, qos byte) (*pahoSub, error) {
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	k := &pahoSub{}
-	k.c = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-			func(paho.PublishReceived) (bool, error) { k.n.Add(1); return true, nil },
-		},
-	})
-	recv := uint16(65535)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := k.c.Connect(ctx, &paho.Connect{ClientID: "gwload-count", CleanStart: true, KeepAlive: 60,
-		Properties: &paho.ConnectProperties{ReceiveMaximum: &recv}}); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	if _, err := k.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "load/#", QoS: qos}}}); err != nil {
-		k.stop()
-		return nil, err
-	}
-	return k, nil
-}
-
-func (k *pahoSub) count() int64 { return k.n.Load() }
-
-func (k *pahoSub) stop() {
-	_ = k.c.Disconnect(&paho.Disconnect{})
-	select {
-	case <-k.c.Done():
-	case <-time.After(5 * time.Second):
-	}
 }
 
 // withTimeout calls f with a context that ends after 5s.

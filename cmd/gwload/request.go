@@ -140,7 +140,7 @@ func pct(sorted []time.Duration, q float64) time.Duration {
 // startResponder connects an MQTT 5 device that answers every request on
 // calls/+ on its Response Topic with the Correlation Data.
 func startResponder(addr string) (stop func(), err error) {
-	cm, err := egressDial(addr, "gwload-responder")
+	cm, err := dialMQTT(addr, "gwload-responder", 0)
 	if err != nil {
 		return nil, err
 	}
