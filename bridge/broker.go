@@ -38,7 +38,6 @@ type Broker struct {
 	log    *slog.Logger
 	srv    *mqtt.Server
 	client *mqtt.Client // the gateway's own inline MQTT 5 client
-	store  *store       // nil when memory only
 
 	mu      sync.Mutex
 	subs    map[int]*Subscription
@@ -89,11 +88,9 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	if cfg.DataDir != "" {
-		st, err := addStorage(srv, cfg.DataDir, log.With("component", "storage"))
-		if err != nil {
+		if err := addStorage(srv, cfg.DataDir, log.With("component", "storage")); err != nil {
 			return nil, err
 		}
-		b.store = st
 	}
 	return b, nil
 }
@@ -127,37 +124,6 @@ func (b *Broker) Start(ctx context.Context) error {
 		return fmt.Errorf("starting broker: %w", err)
 	}
 	return nil
-}
-
-// ReplayPending publishes again what was acknowledged to an MQTT client but
-// not yet fanned out when the gateway last stopped (see store.OnPublish).
-// Call it once every internal subscriber (egress routes) is subscribed, so
-// they get those messages too; it does nothing without storage.
-func (b *Broker) ReplayPending() error {
-	if b.store == nil || !b.Running() {
-		return nil
-	}
-	msgs, err := b.store.takePending()
-	for _, m := range msgs {
-		pk := packets.Packet{
-			FixedHeader: m.FixedHeader, TopicName: m.TopicName, Payload: m.Payload, Origin: m.Origin, PacketID: 1,
-			Properties: packets.Properties{
-				PayloadFormat: m.Properties.PayloadFormat, MessageExpiryInterval: m.Properties.MessageExpiryInterval,
-				ContentType: m.Properties.ContentType, ResponseTopic: m.Properties.ResponseTopic,
-				CorrelationData: m.Properties.CorrelationData, User: m.Properties.User,
-			},
-		}
-		if pk.FixedHeader.Retain {
-			pk.FixedHeader.Retain = false // the retained copy was stored before the acknowledgement
-		}
-		if err := b.srv.InjectPacket(b.client, pk); err != nil {
-			b.log.Warn("could not replay a journalled publish", "topic", m.TopicName, "error", err)
-		}
-	}
-	if len(msgs) > 0 {
-		b.log.Info("replayed publishes acknowledged before the last stop", "count", len(msgs))
-	}
-	return err
 }
 
 // Addrs lists the bound listener addresses, in the order of Config.Listeners.

@@ -17,21 +17,20 @@ import (
 // subscriptions and QoS 1/2 in-flight messages survive a restart. Pebble
 // with synced writes was chosen by measurement (docs/storage.md): every
 // write is on disk before the publish that caused it is acknowledged.
-func addStorage(srv *mqtt.Server, dir string, log *slog.Logger) (*store, error) {
+func addStorage(srv *mqtt.Server, dir string, log *slog.Logger) error {
 	path := filepath.Join(dir, "mqtt")
 	if err := os.MkdirAll(path, 0o750); err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+		return fmt.Errorf("storage: %w", err)
 	}
 	db, err := pebble.Open(path, &pebble.Options{Logger: pebbleLogger{log}})
 	if err != nil {
-		return nil, fmt.Errorf("storage at %s: %w", path, err)
+		return fmt.Errorf("storage at %s: %w", path, err)
 	}
-	st := &store{db: db}
-	if err := srv.AddHook(st, nil); err != nil {
+	if err := srv.AddHook(&store{db: db}, nil); err != nil {
 		_ = db.Close()
-		return nil, err
+		return err
 	}
-	return st, nil
+	return nil
 }
 
 // store is our own pebble storage hook. mochi ships one, but v2.7.9's never
@@ -51,7 +50,7 @@ func (s *store) ID() string { return "storage" }
 
 func (s *store) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+	case mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 		mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
 		mqtt.OnClientExpired, mqtt.OnRetainedExpired,
 		mqtt.StoredClients, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages, mqtt.StoredSubscriptions:
@@ -158,55 +157,25 @@ func (s *store) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 
 func (s *store) OnRetainedExpired(topic string) { s.del(retainedKey(topic)) }
 
+// OnQosPublish records an in-flight packet. A PUBACK that mochi notes while
+// acknowledging a client's QoS 1 PUBLISH is forgotten again before the call
+// returns: storing it would cost two synced writes per publish for nothing.
 func (s *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	if pk.FixedHeader.Type == packets.Puback {
+		return
+	}
 	m := message(inflightKey(cl, pk), storage.InflightKey, cl, pk)
 	m.Sent = sent
 	s.set(m.ID, m)
 }
 
-func (s *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { s.del(inflightKey(cl, pk)) }
-func (s *store) OnQosDropped(cl *mqtt.Client, pk packets.Packet)  { s.del(inflightKey(cl, pk)) }
-
-// pendingPrefix keys the publish journal. mochi acknowledges a QoS 1/2
-// publish (PUBACK/PUBREC) before it hands the message to subscribers and
-// stores their in-flight copies, so a crash in between would lose a message
-// the publisher was told is safe. OnPublish (before the acknowledgement)
-// journals the message with a synced write; OnPublished (after the fan-out
-// and its storage) removes it; at start, what is still journalled is
-// published again (at-least-once: a subscriber may see it twice).
-const pendingPrefix = "gw-pending"
-
-func pendingKey(cl *mqtt.Client, pk packets.Packet) string {
-	return pendingPrefix + "_" + cl.ID + ":" + pk.FormatID()
-}
-
-func (s *store) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Qos > 0 && !cl.Net.Inline {
-		s.set(pendingKey(cl, pk), message(pendingKey(cl, pk), pendingPrefix, cl, pk))
+func (s *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type == packets.Puback {
+		return // never stored, see OnQosPublish
 	}
-	return pk, nil
+	s.del(inflightKey(cl, pk))
 }
-
-func (s *store) OnPublished(cl *mqtt.Client, pk packets.Packet) {
-	if pk.FixedHeader.Qos > 0 && !cl.Net.Inline {
-		// Not synced: if this delete is lost, the message is sent again.
-		if err := s.db.Delete([]byte(pendingKey(cl, pk)), pebble.NoSync); err != nil {
-			s.Log.Error("storage delete failed", "error", err)
-		}
-	}
-}
-
-// takePending returns the journalled publishes and removes them.
-func (s *store) takePending() ([]storage.Message, error) {
-	msgs, err := scan[storage.Message](s.db, s.Log, pendingPrefix)
-	if err != nil || len(msgs) == 0 {
-		return nil, err
-	}
-	for _, m := range msgs {
-		s.del(m.ID)
-	}
-	return msgs, nil
-}
+func (s *store) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { s.del(inflightKey(cl, pk)) }
 
 // scan decodes every value under prefix, closing its iterator.
 func scan[T any, P interface {

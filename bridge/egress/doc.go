@@ -8,9 +8,10 @@
 // the topic against the route's subscribe template, encodes a record
 // (topic, payload, MQTT 5 properties, captured variables, receive time) and
 // puts it into the route's durable queue (bridge/queue) before it returns.
-// A QoS ≥ 1 publish is journalled by the broker until its fan-out has
-// returned, so a crash between broker and queue loses nothing: that is the
-// "fed at QoS 1" of SPEC §6. Puts from many publishers share fsyncs (the
+// The broker acknowledges a QoS ≥ 1 publish only after its fan-out has
+// returned (a patch of the carried mochi), so a crash between broker and
+// queue loses nothing: the publisher resends. That is the "fed at QoS 1" of
+// SPEC §6. Puts from many publishers share fsyncs (the
 // queue's group commit).
 //
 // Workers (max_in_flight per route, one when ordered) take records from the

@@ -337,8 +337,8 @@ func (r *route) open(st *queue.Store) error {
 		return fmt.Errorf("egress route %q: %w", r.cfg.Name, err)
 	}
 	r.q = q
-	// QoS 1: the broker journals QoS ≥ 1 publishes until this handler has
-	// returned, and the handler returns only once the message is on disk.
+	// QoS 1: the broker acknowledges a QoS ≥ 1 publish only after this
+	// handler has returned, and it returns only once the message is on disk.
 	sub, err := r.e.cfg.Broker.Subscribe(r.cfg.Subscribe.Filter(), bridge.SubOptions{QoS: 1, NoRetained: true}, r.handle)
 	if err != nil {
 		return fmt.Errorf("egress route %q: subscribe %s: %w", r.cfg.Name, r.cfg.Subscribe.Filter(), err)

@@ -100,9 +100,6 @@ func (g *gateway) start(ctx context.Context) error {
 		}
 	}
 	g.logAdapterAddrs()
-	if err := g.broker.ReplayPending(); err != nil {
-		g.log.Error("replaying publishes acknowledged before the last stop", "error", err)
-	}
 	g.started.Store(true)
 	return nil
 }

@@ -945,6 +945,13 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
+	// gateway patch: fan out (and let storage hooks record the subscribers'
+	// copies) before acknowledging. Upstream wrote the PUBACK/PUBREC first,
+	// so a crash in between lost a message the publisher had been told was
+	// safe; now the publisher resends it instead [MQTT-4.3.2-2].
+	s.publishToSubscribers(pk)
+	s.hooks.OnPublished(cl, pk)
+
 	if ok := cl.State.Inflight.Set(ack); ok {
 		atomic.AddInt64(&s.Info.Inflight, 1)
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
@@ -962,9 +969,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		cl.State.Inflight.IncreaseReceiveQuota()
 		s.hooks.OnQosComplete(cl, ack)
 	}
-
-	s.publishToSubscribers(pk)
-	s.hooks.OnPublished(cl, pk)
 
 	return nil
 }
