@@ -56,6 +56,7 @@ type Subscription struct {
 	primedMu    sync.Mutex
 	primed      map[string]packets.Packet
 	primedUntil time.Time
+	priming     atomic.Bool // false once nothing is primed: live deliveries skip primedMu
 }
 
 // primeWindow bounds how long a retained delivery suppresses its live twin.
@@ -64,13 +65,14 @@ const primeWindow = 2 * time.Second
 // duplicateOfPrimed reports (once) whether pk is the live copy of a retained
 // message this subscription already delivered.
 func (s *Subscription) duplicateOfPrimed(pk packets.Packet) bool {
-	s.primedMu.Lock()
-	defer s.primedMu.Unlock()
-	if len(s.primed) == 0 {
+	if !s.priming.Load() {
 		return false
 	}
-	if time.Now().After(s.primedUntil) {
+	s.primedMu.Lock()
+	defer s.primedMu.Unlock()
+	if len(s.primed) == 0 || time.Now().After(s.primedUntil) {
 		s.primed = nil
+		s.priming.Store(false)
 		return false
 	}
 	r, ok := s.primed[pk.TopicName]
@@ -133,6 +135,7 @@ func (b *Broker) SubscribeWithRetained(filter string, opts SubOptions, fn Handle
 	// and primed, so a live twin of a retained message is always seen as
 	// one. The lock is not held while delivering (a handler may publish).
 	s.primedMu.Lock()
+	s.priming.Store(!opts.NoRetained)
 	// Inline subscriptions straight on the topic index: no hooks run, so the
 	// storage hook never records the gateway's own subscriptions.
 	b.srv.Topics.InlineSubscribe(mqtt.InlineSubscription{
@@ -157,6 +160,7 @@ func (b *Broker) SubscribeWithRetained(filter string, opts SubOptions, fn Handle
 			s.primedUntil = time.Now().Add(primeWindow)
 		}
 	}
+	s.priming.Store(len(s.primed) > 0)
 	s.primedMu.Unlock()
 	out := make([]Message, len(retained))
 	for i, pk := range retained {
